@@ -1,0 +1,248 @@
+/*
+ * Contexts: making them, the sanitizer halves of a switch, and reporting
+ * stack overflows.
+ *
+ * Overflow reporting. A guarded stack that overflows touches its guard
+ * region and the kernel raises SIGSEGV on the overflowing thread, whose
+ * stack is by then unusable, so the handler runs on an alternate signal
+ * stack that weft__ctx_thread_prepare() gives every thread that switches
+ * contexts. The handler looks at the context running on the thread
+ * (weft__ctx_running): if the faulting address lies in that context's
+ * guard region it prints one line naming the owner and aborts. Any other
+ * SIGSEGV is passed on to whatever handler was installed before ours, or
+ * to the default action, exactly as if we had never been there. A canary
+ * stack has no guard; its lowest word is checked every time its context is
+ * switched away from (weft__ctx_check_canary in ctx.h), which catches an
+ * overflow that came back up before the next switch.
+ */
+#include "ctx/ctx.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "ctx/arch/x86_64.h"
+#include "common/fmt.h"
+
+__thread weft__ctx *weft__ctx_running __attribute__((tls_model("initial-exec")));
+
+void weft__ctx_init_current(weft__ctx *c)
+{
+    weft__ctx *cur = weft__ctx_running;
+    memset(c, 0, sizeof *c);
+    if (cur) {
+        c->canary = cur->canary;
+        c->stack = cur->stack;
+        c->owner_kind = cur->owner_kind;
+        c->owner_id = cur->owner_id;
+        c->owner_name = cur->owner_name;
+#if WEFT__ASAN
+        c->asan_bottom = cur->asan_bottom;
+        c->asan_size = cur->asan_size;
+#endif
+    }
+#if WEFT__TSAN
+    c->tsan_fiber = __tsan_get_current_fiber();
+    c->tsan_owned = 0;
+#endif
+}
+
+void weft__ctx_make(weft__ctx *c, weft__stack *stack, void (*entry)(void *))
+{
+    memset(c, 0, sizeof *c);
+    c->stack = stack;
+    if (stack->kind == WEFT__STACK_CANARY_MMAP || stack->kind == WEFT__STACK_CANARY_HEAP)
+        c->canary = (const uint64_t *)(const void *)stack->lo;
+    c->sp = weft__arch_make_frame(stack->top, entry);
+#if WEFT__ASAN
+    c->asan_bottom = stack->lo;
+    c->asan_size = (size_t)(stack->top - stack->lo);
+#endif
+#if WEFT__TSAN
+    c->tsan_fiber = __tsan_create_fiber(0);
+    c->tsan_owned = 1;
+#endif
+}
+
+void weft__ctx_destroy(weft__ctx *c)
+{
+#if WEFT__TSAN
+    if (c->tsan_owned && c->tsan_fiber) {
+        __tsan_destroy_fiber(c->tsan_fiber);
+        c->tsan_fiber = NULL;
+        c->tsan_owned = 0;
+    }
+#else
+    (void)c;
+#endif
+}
+
+#if WEFT__ASAN
+/* The context that switched last on this thread, so the arriving side can
+ * record the bounds ASan reports for it. Accessed through noinline
+ * functions: after a switch the code may be on another thread, and a TLS
+ * address computed before the switch must not be reused. */
+static __thread weft__ctx *asan_switcher;
+
+__attribute__((noinline)) void weft__ctx_asan_leave(weft__ctx *from, weft__ctx *to, int exiting)
+{
+    asan_switcher = exiting ? NULL : from;
+    __sanitizer_start_switch_fiber(exiting ? NULL : &from->asan_fake,
+                                   to->asan_bottom, to->asan_size);
+}
+
+__attribute__((noinline)) void weft__ctx_asan_arrive(weft__ctx *self)
+{
+    const void *bottom = NULL;
+    size_t size = 0;
+    __sanitizer_finish_switch_fiber(self ? self->asan_fake : NULL, &bottom, &size);
+    weft__ctx *prev = asan_switcher;
+    if (prev) {
+        /* For a thread's own stack ASan is the one that knows the bounds;
+         * for our stacks this rewrites what weft__ctx_make set. */
+        prev->asan_bottom = bottom;
+        prev->asan_size = size;
+    }
+}
+#endif
+
+/* First C code on a fresh stack; called by weft__ctx_trampoline. */
+void weft__ctx_start(void *val, void (*entry)(void *));
+void weft__ctx_start(void *val, void (*entry)(void *))
+{
+#if WEFT__ASAN
+    weft__ctx_asan_arrive(NULL);
+#endif
+    entry(val);
+}
+
+void weft__ctx_entry_returned(void);
+void weft__ctx_entry_returned(void)
+{
+    static const char msg[] = "weft: internal error: a context entry returned\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    abort();
+}
+
+void weft__ctx_exit(weft__ctx *from, weft__ctx *to, void *val)
+{
+    weft__ctx_check_canary(from);
+#if WEFT__ASAN
+    weft__ctx_asan_leave(from, to, 1);
+#endif
+#if WEFT__TSAN
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#endif
+    weft__ctx_running = to;
+    weft__ctx_jump(&from->sp, to->sp, val);
+    __builtin_unreachable();
+}
+
+/* ---- overflow reports ---------------------------------------------- */
+
+static void report_overflow(const weft__ctx *c)
+{
+    char buf[256];
+    struct weft__fmt f = WEFT__FMT_INIT(buf);
+    weft__fmt_str(&f, "weft: stack overflow in ");
+    weft__fmt_str(&f, c->owner_kind == WEFT__OWNER_FIBER ? "fiber"
+                      : c->owner_kind == WEFT__OWNER_CORO ? "coroutine" : "thread");
+    weft__fmt_str(&f, " ");
+    weft__fmt_u64(&f, c->owner_id);
+    weft__fmt_str(&f, " '");
+    weft__fmt_str(&f, c->owner_name ? c->owner_name : "");
+    weft__fmt_str(&f, "' (stack ");
+    weft__fmt_u64(&f, c->stack ? weft__stack_size(c->stack) : 0);
+    weft__fmt_str(&f, " bytes)\n");
+    weft__fmt_write(&f, 2);
+}
+
+void weft__ctx_overflow(const weft__ctx *c)
+{
+    report_overflow(c);
+    abort();
+}
+
+static struct sigaction prev_segv, prev_bus;
+
+static void segv_handler(int sig, siginfo_t *si, void *uc)
+{
+    const weft__ctx *c = weft__ctx_running;
+    if (c && c->stack && c->stack->guard) {
+        const char *a = si->si_addr;
+        const char *glo = (const char *)c->stack->lo - c->stack->guard;
+        if (a >= glo && a < (const char *)c->stack->lo)
+            weft__ctx_overflow(c);
+    }
+    /* Not ours: hand it on as if we had never been installed. */
+    struct sigaction *prev = sig == SIGBUS ? &prev_bus : &prev_segv;
+    if ((prev->sa_flags & SA_SIGINFO) && prev->sa_sigaction) {
+        prev->sa_sigaction(sig, si, uc);
+    } else if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
+        prev->sa_handler(sig);
+    } else {
+        /* Re-raise with the default action when the faulting instruction
+         * runs again (an ignored SIGSEGV would only fault forever). */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigaction(sig, prev->sa_handler == SIG_IGN ? &dfl : prev, NULL);
+    }
+}
+
+static void install_handler(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = segv_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &prev_segv);
+    sigaction(SIGBUS, &sa, &prev_bus);
+}
+
+#define ALTSTACK_SIZE (64 * 1024)
+static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
+static pthread_key_t altstack_key;
+static __thread int altstack_ready;
+
+static void altstack_release(void *p)
+{
+    stack_t ss;
+    if (sigaltstack(NULL, &ss) == 0 && ss.ss_sp == p) {
+        stack_t off = { .ss_flags = SS_DISABLE };
+        sigaltstack(&off, NULL);
+    }
+    munmap(p, ALTSTACK_SIZE);
+}
+
+static void handler_init(void)
+{
+    pthread_key_create(&altstack_key, altstack_release);
+    install_handler();
+}
+
+void weft__ctx_thread_prepare(void)
+{
+    if (__builtin_expect(altstack_ready, 1))
+        return;
+    pthread_once(&handler_once, handler_init);
+    altstack_ready = 1;
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE) && cur.ss_size >= 16384)
+        return; /* the thread already has one (the application's, or ASan's) */
+    void *p = mmap(NULL, ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return; /* overflows still abort, only without the message */
+    stack_t ss = { .ss_sp = p, .ss_size = ALTSTACK_SIZE, .ss_flags = 0 };
+    if (sigaltstack(&ss, NULL) != 0) {
+        munmap(p, ALTSTACK_SIZE);
+        return;
+    }
+    pthread_setspecific(altstack_key, p);
+}

@@ -1,0 +1,177 @@
+/*
+ * Internal context-switch and stack layer. Nothing here is installed.
+ *
+ * A weft__ctx is one execution context: a fiber, a coroutine, or a plain
+ * thread's own stack while it has switched into one of those. Switching
+ * is weft__ctx_switch(); it costs one call into the assembly in
+ * src/ctx/arch/ plus, in sanitizer builds, the fiber annotations ASan and
+ * TSan need. Stacks come from src/ctx/stack.c.
+ */
+#ifndef WEFT_CTX_H
+#define WEFT_CTX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/sanitizer.h"
+
+/* ---- stacks (stack.c) ------------------------------------------------ */
+
+/* How a stack's lower end is protected. */
+enum weft__stack_kind {
+    WEFT__STACK_GUARD_MADV = 1, /* MADV_GUARD_INSTALL region, no extra VMA  */
+    WEFT__STACK_GUARD_MPROT,    /* PROT_NONE pages: one extra VMA per stack  */
+    WEFT__STACK_CANARY_MMAP,    /* no guard: canary word checked at switches */
+    WEFT__STACK_CANARY_HEAP,    /* same, memory from the allocator (no VMA)  */
+};
+
+/*
+ * A stack. The descriptor lives in the highest bytes of the stack's own
+ * memory, so a stack needs no allocation besides its mapping and the pool
+ * links cost nothing.
+ */
+typedef struct weft__stack {
+    char   *lo;              /* lowest usable byte (canary word if any)  */
+    size_t  size;            /* nominal size, as reported: top - lo + 64 */
+    char   *top;             /* one past the highest usable byte, 64-aligned */
+    void   *map;             /* start of the mapping, guard included      */
+    size_t  map_size;        /* bytes mapped (or allocated)               */
+    size_t  guard;           /* bytes of guard below lo (0: none)         */
+    unsigned kind;           /* enum weft__stack_kind                     */
+    unsigned vg_id;          /* valgrind stack id (0: not registered)     */
+    struct weft__stack *next;/* free-list link while pooled               */
+} weft__stack;
+
+/* Nominal size of s (what was asked for, rounded up to pages); the
+ * descriptor takes the top 64 bytes of it. Any thread. */
+static inline size_t weft__stack_size(const weft__stack *s)
+{
+    return s->size;
+}
+
+/* A stack of at least `size` usable bytes (0: the default), from the pool
+ * when one fits. NULL with errno (ENOMEM, EINVAL for an absurd size) when
+ * none can be had. Any thread. */
+weft__stack *weft__stack_get(size_t size);
+/* Give a stack back (to the pool, or unmap it). Any thread. */
+void weft__stack_put(weft__stack *s);
+/* The canary value a stack of this kind must keep in its lowest word. */
+uint64_t weft__stack_canary_value(const weft__stack *s);
+/* Bytes of the stack that have been written, measured by scanning up from
+ * the lowest word for the first non-zero one (fresh and trimmed pages read
+ * as zero). Any thread; the stack must not be running. */
+size_t weft__stack_used(const weft__stack *s);
+
+size_t weft__stack_default_size(void);
+/* 0 restores the built-in default (256 KiB). Returns -EINVAL if absurd. */
+int    weft__stack_set_default_size(size_t size);
+
+/* Test and tuning knobs (internal). */
+/* Cap the VMAs guarded stacks may use; (size_t)-1 restores the default
+ * (half of /proc/sys/vm/max_map_count). */
+void   weft__stack_set_map_budget(size_t vmas);
+/* Forget MADV_GUARD_INSTALL support (1: pretend the kernel lacks it). */
+void   weft__stack_force_mprotect_guard(int on);
+/* Empty the calling thread's cache and the global pool (unmaps). */
+void   weft__stack_pool_drain(void);
+
+struct weft__stack_stats {
+    size_t mapped;        /* stacks that exist now, pooled ones included   */
+    size_t pooled;        /* of those, sitting in a pool                   */
+    size_t guarded_vmas;  /* VMAs charged to guarded stacks                */
+    size_t trims;         /* deep-touched stacks whose pages were dropped   */
+};
+void   weft__stack_stats(struct weft__stack_stats *out);
+
+/* ---- contexts (ctx.c) -------------------------------------------------- */
+
+enum weft__owner_kind { WEFT__OWNER_THREAD = 0, WEFT__OWNER_FIBER, WEFT__OWNER_CORO };
+
+typedef struct weft__ctx {
+    void        *sp;         /* saved stack pointer while suspended          */
+    const uint64_t *canary;  /* canary word to check when leaving; NULL: none*/
+    weft__stack *stack;      /* NULL: a thread's own stack                   */
+    /* Who runs on it, for overflow and crash reports. */
+    unsigned     owner_kind; /* enum weft__owner_kind                        */
+    uint64_t     owner_id;
+    const char  *owner_name; /* NUL-terminated, owned by the owner; may be NULL */
+#if WEFT__ASAN
+    void        *asan_fake;  /* ASan fake-stack handle while suspended       */
+    const void  *asan_bottom;
+    size_t       asan_size;
+#endif
+#if WEFT__TSAN
+    void        *tsan_fiber;
+    int          tsan_owned; /* created by us, destroyed by weft__ctx_destroy */
+#endif
+} weft__ctx;
+
+/* The context running on this thread (NULL before any switch). Read by
+ * the SIGSEGV handler to attribute a guard-page hit. initial-exec: one
+ * %fs-relative access, no __tls_get_addr call in the switch path. */
+extern __thread weft__ctx *weft__ctx_running
+    __attribute__((tls_model("initial-exec")));
+
+/* The assembly (src/ctx/arch/). */
+void *weft__ctx_jump(void **save_sp, void *to_sp, void *val);
+extern const char weft__ctx_resume_pc[];
+
+/* Describe the calling thread's own stack as a context to switch from.
+ * Copies the owner, stack and canary of the context running now, if any,
+ * so a nested switch reports the right owner. Calling thread only. */
+void weft__ctx_init_current(weft__ctx *c);
+/* Make a fresh context on `stack` that starts in entry(val), val being the
+ * value passed by the first switch to it. entry must never return: it ends
+ * with weft__ctx_exit(). */
+void weft__ctx_make(weft__ctx *c, weft__stack *stack, void (*entry)(void *val));
+/* Release sanitizer state of a context that will never run again and is
+ * not running now. Any thread. */
+void weft__ctx_destroy(weft__ctx *c);
+/* Make sure the calling thread can report a stack overflow: a process-wide
+ * SIGSEGV handler and an alternate signal stack for this thread. Cheap
+ * after the first call on a thread. */
+void weft__ctx_thread_prepare(void);
+
+/* Report a broken canary or guard hit on c and abort. */
+__attribute__((noreturn, cold)) void weft__ctx_overflow(const weft__ctx *c);
+
+/* Sanitizer halves of a switch; compiled away in other builds. */
+#if WEFT__ASAN
+void weft__ctx_asan_leave(weft__ctx *from, weft__ctx *to, int exiting);
+void weft__ctx_asan_arrive(weft__ctx *from);
+#endif
+
+static inline void weft__ctx_check_canary(const weft__ctx *c)
+{
+    if (__builtin_expect(c->canary != NULL, 0) &&
+        __builtin_expect(*c->canary != weft__stack_canary_value(c->stack), 0))
+        weft__ctx_overflow(c);
+}
+
+/*
+ * Suspend `from` (the context running on this thread) and run `to`. Returns
+ * the `val` of the switch that later resumes `from`. Calling thread only;
+ * `to` must be suspended and not running anywhere else.
+ */
+static inline void *weft__ctx_switch(weft__ctx *from, weft__ctx *to, void *val)
+{
+    weft__ctx_check_canary(from);
+#if WEFT__ASAN
+    weft__ctx_asan_leave(from, to, 0);
+#endif
+#if WEFT__TSAN
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#endif
+    weft__ctx_running = to;
+    void *r = weft__ctx_jump(&from->sp, to->sp, val);
+#if WEFT__ASAN
+    weft__ctx_asan_arrive(from);
+#endif
+    return r;
+}
+
+/* Leave `from` for good and run `to`. */
+__attribute__((noreturn))
+void weft__ctx_exit(weft__ctx *from, weft__ctx *to, void *val);
+
+#endif

@@ -1,0 +1,417 @@
+/*
+ * Fiber and coroutine stacks.
+ *
+ * A stack is one anonymous private mapping, committed lazily by the kernel
+ * as the stack grows, with a guard region below it and its descriptor
+ * (struct weft__stack) in its top 64 bytes:
+ *
+ *   map                    lo                                 top   map+map_size
+ *   | guard (64 KiB)        | usable stack, grows down  <---   | desc |
+ *
+ * Guard. MADV_GUARD_INSTALL (Linux >= 6.13) turns the guard pages into
+ * fault-on-access pages inside the same VMA, so a guarded stack costs one
+ * VMA, which the kernel can even merge with its neighbours. Older kernels
+ * get mprotect(PROT_NONE), which splits the mapping: two VMAs per stack.
+ *
+ * Map budget. A process may hold only vm.max_map_count VMAs; past that
+ * mmap and mprotect fail with ENOMEM while memory remains. Guarded stacks
+ * may use half of that budget (the rest is the application's). Past it,
+ * new stacks are canary stacks: no guard, a canary word in the lowest
+ * usable word that is checked at every switch away from the stack, from
+ * an unguarded mapping or, if even that fails, from the allocator. So
+ * creating a stack fails only when memory itself runs out.
+ *
+ * Pool. Stacks of the default size are reused: a per-thread cache of
+ * CACHE_MAX stacks (no lock, no system call), backed by a global pool of
+ * POOL_MAX under a mutex. Everything past that is unmapped. A stack that
+ * goes back to the pool after its owner touched more than KEEP bytes gets
+ * the pages below the top KEEP bytes dropped (MADV_DONTNEED), so one deep
+ * call does not pin memory for the life of the process. "Touched" is
+ * judged by probe words every KEEP bytes below that line: dropped and
+ * fresh pages read as zero, and deep frames almost never leave all the
+ * probe words zero. Reading an untouched page maps the shared zero page:
+ * no memory is committed by probing.
+ */
+#include "ctx/ctx.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+#define DEFAULT_SIZE   (256u * 1024)
+#define MIN_SIZE       (16u * 1024)
+#define MAX_SIZE       ((size_t)1 << 30)
+#define GUARD_SIZE     (64u * 1024)
+#define DESC_SIZE      64u
+#define KEEP           (64u * 1024)
+#define CACHE_MAX      16
+#define POOL_MAX       1024
+
+_Static_assert(sizeof(weft__stack) <= DESC_SIZE, "stack descriptor must fit its slot");
+
+static size_t page_size(void)
+{
+    static size_t ps;
+    if (!ps)
+        ps = (size_t)sysconf(_SC_PAGESIZE);
+    return ps;
+}
+
+static size_t round_pages(size_t n)
+{
+    size_t ps = page_size();
+    return (n + ps - 1) & ~(ps - 1);
+}
+
+/* ---- settings and counters ------------------------------------------ */
+
+/* Relaxed throughout: each is a setting or a statistic read on its own;
+ * no other memory is published through them. */
+static _Atomic size_t default_size = DEFAULT_SIZE;
+static _Atomic size_t map_budget = (size_t)-1;  /* -1: not read yet */
+static _Atomic int    guard_madv = 0;           /* 0 unknown, 1 works, -1 not */
+static _Atomic size_t guarded_vmas;
+static _Atomic size_t stacks_mapped;
+static _Atomic size_t stacks_pooled;
+static _Atomic size_t stacks_trimmed;
+
+size_t weft__stack_default_size(void)
+{
+    return atomic_load_explicit(&default_size, memory_order_relaxed);
+}
+
+int weft__stack_set_default_size(size_t size)
+{
+    if (size == 0)
+        size = DEFAULT_SIZE;
+    if (size < MIN_SIZE || size > MAX_SIZE)
+        return -EINVAL;
+    atomic_store_explicit(&default_size, round_pages(size), memory_order_relaxed);
+    return 0;
+}
+
+static size_t read_map_budget(void)
+{
+    size_t b = atomic_load_explicit(&map_budget, memory_order_relaxed);
+    if (b != (size_t)-1)
+        return b;
+    long max = 65530; /* the kernel's default, if /proc cannot be read */
+    int fd = open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char buf[32];
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        if (n > 0) {
+            buf[n] = 0;
+            long v = strtol(buf, NULL, 10);
+            if (v > 0)
+                max = v;
+        }
+        close(fd);
+    }
+    b = (size_t)max / 2;
+    atomic_store_explicit(&map_budget, b, memory_order_relaxed);
+    return b;
+}
+
+void weft__stack_set_map_budget(size_t vmas)
+{
+    atomic_store_explicit(&map_budget, vmas, memory_order_relaxed);
+}
+
+void weft__stack_force_mprotect_guard(int on)
+{
+    atomic_store_explicit(&guard_madv, on ? -1 : 0, memory_order_relaxed);
+}
+
+uint64_t weft__stack_canary_value(const weft__stack *s)
+{
+    return UINT64_C(0x5745465443414e41) ^ (uint64_t)(uintptr_t)s->lo;
+}
+
+/* ---- making and unmaking ------------------------------------------- */
+
+static unsigned vmas_of(const weft__stack *s)
+{
+    return s->kind == WEFT__STACK_GUARD_MADV ? 1 : s->kind == WEFT__STACK_GUARD_MPROT ? 2 : 0;
+}
+
+static void finish_desc(weft__stack *s, void *map, size_t map_size, size_t guard,
+                        size_t nominal, unsigned kind)
+{
+    s->map = map;
+    s->map_size = map_size;
+    s->guard = guard;
+    s->lo = (char *)map + guard;
+    s->top = (char *)s;
+    s->size = nominal;
+    s->kind = kind;
+    s->next = NULL;
+    s->vg_id = 0;
+    if (kind == WEFT__STACK_CANARY_MMAP || kind == WEFT__STACK_CANARY_HEAP) {
+        uint64_t v = weft__stack_canary_value(s);
+        memcpy(s->lo, &v, sizeof v);
+    }
+#if WEFT__VALGRIND
+    s->vg_id = VALGRIND_STACK_REGISTER(s->lo, s->top);
+#endif
+}
+
+/* Try to guard [addr, addr+len); returns the stack kind, or 0. */
+static unsigned install_guard(void *addr, size_t len)
+{
+    if (atomic_load_explicit(&guard_madv, memory_order_relaxed) >= 0) {
+        if (madvise(addr, len, MADV_GUARD_INSTALL) == 0) {
+            atomic_store_explicit(&guard_madv, 1, memory_order_relaxed);
+            return WEFT__STACK_GUARD_MADV;
+        }
+        if (errno == EINVAL || errno == ENOSYS)
+            atomic_store_explicit(&guard_madv, -1, memory_order_relaxed);
+    }
+    if (mprotect(addr, len, PROT_NONE) == 0)
+        return WEFT__STACK_GUARD_MPROT;
+    return 0;
+}
+
+static weft__stack *stack_map(size_t nominal)
+{
+    size_t per = atomic_load_explicit(&guard_madv, memory_order_relaxed) > 0 ? 1 : 2;
+    int guarded = atomic_load_explicit(&guarded_vmas, memory_order_relaxed) + per
+                  <= read_map_budget();
+    size_t guard = guarded ? GUARD_SIZE : 0;
+    size_t len = guard + nominal;
+    void *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    unsigned kind;
+    if (map != MAP_FAILED) {
+        kind = guarded ? install_guard(map, guard) : 0;
+        if (guarded && !kind) {
+            /* Out of VMAs for the guard: keep the mapping, unguarded. */
+            munmap(map, guard);
+            map = (char *)map + guard;
+            len -= guard;
+            guard = 0;
+        }
+        if (!kind)
+            kind = WEFT__STACK_CANARY_MMAP;
+    } else {
+        if (errno != ENOMEM)
+            return NULL;
+        /* mmap itself is out of VMAs: the allocator still has memory in
+         * mappings it already holds. */
+        len = nominal;
+        map = aligned_alloc(page_size(), len);
+        if (!map) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        memset(map, 0, len); /* probes and the high-water scan expect zeros */
+        kind = WEFT__STACK_CANARY_HEAP;
+    }
+    weft__stack *s = (weft__stack *)(void *)((char *)map + len - DESC_SIZE);
+    finish_desc(s, map, len, guard, nominal, kind);
+    atomic_fetch_add_explicit(&guarded_vmas, vmas_of(s), memory_order_relaxed);
+    atomic_fetch_add_explicit(&stacks_mapped, 1, memory_order_relaxed);
+    return s;
+}
+
+static void stack_unmap(weft__stack *s)
+{
+#if WEFT__VALGRIND
+    if (s->vg_id)
+        VALGRIND_STACK_DEREGISTER(s->vg_id);
+#endif
+    atomic_fetch_sub_explicit(&guarded_vmas, vmas_of(s), memory_order_relaxed);
+    atomic_fetch_sub_explicit(&stacks_mapped, 1, memory_order_relaxed);
+    if (s->kind == WEFT__STACK_CANARY_HEAP)
+        free(s->map);
+    else
+        munmap(s->map, s->map_size);
+}
+
+/* Drop the pages of a stack that went deeper than KEEP. */
+#if WEFT__ASAN
+__attribute__((no_sanitize_address))
+#endif
+static void stack_trim(weft__stack *s)
+{
+    char *line = s->top + DESC_SIZE - KEEP; /* top of the mapping - KEEP */
+    if (line <= s->lo + 2 * page_size())
+        return;
+    int touched = 0;
+    for (char *p = line - sizeof(uint64_t); p > s->lo + sizeof(uint64_t); p -= KEEP) {
+        if (*(volatile uint64_t *)(void *)p != 0) {
+            touched = 1;
+            break;
+        }
+    }
+    if (!touched && *(volatile uint64_t *)(void *)(s->lo + sizeof(uint64_t)) == 0)
+        return;
+    if (s->kind == WEFT__STACK_CANARY_HEAP) {
+        memset(s->lo, 0, (size_t)(line - s->lo));
+    } else {
+        size_t len = (size_t)(line - s->lo) & ~(page_size() - 1);
+        madvise(s->lo, len, MADV_DONTNEED);
+    }
+    if (s->kind == WEFT__STACK_CANARY_MMAP || s->kind == WEFT__STACK_CANARY_HEAP) {
+        uint64_t v = weft__stack_canary_value(s);
+        memcpy(s->lo, &v, sizeof v);
+    }
+    atomic_fetch_add_explicit(&stacks_trimmed, 1, memory_order_relaxed);
+}
+
+#if WEFT__ASAN
+__attribute__((no_sanitize_address))
+#endif
+size_t weft__stack_used(const weft__stack *s)
+{
+    const char *p = s->lo;
+    if (s->kind == WEFT__STACK_CANARY_MMAP || s->kind == WEFT__STACK_CANARY_HEAP)
+        p += sizeof(uint64_t);
+    for (; p < s->top; p += sizeof(uint64_t))
+        if (*(const volatile uint64_t *)(const void *)p != 0)
+            break;
+    return (size_t)(s->top - p);
+}
+
+/* ---- pool ------------------------------------------------------------ */
+
+struct cache {
+    weft__stack *slot[CACHE_MAX];
+    int n;
+};
+
+static __thread struct cache tcache;
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static weft__stack *pool_head;   /* with pool_lock held */
+/* Written with pool_lock held; read without it only as a hint (relaxed:
+ * a stale value costs one needless lock or one fresh mapping). */
+static _Atomic size_t pool_len;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t cache_key;
+
+static void pool_push_or_unmap(weft__stack *s)
+{
+    pthread_mutex_lock(&pool_lock);
+    if (atomic_load_explicit(&pool_len, memory_order_relaxed) < POOL_MAX) {
+        s->next = pool_head;
+        pool_head = s;
+        atomic_fetch_add_explicit(&pool_len, 1, memory_order_relaxed);
+        s = NULL;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    if (s) {
+        atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
+        stack_unmap(s);
+    }
+}
+
+/* Thread exit: the cache goes to the global pool. */
+static void cache_flush(void *unused)
+{
+    (void)unused;
+    while (tcache.n > 0)
+        pool_push_or_unmap(tcache.slot[--tcache.n]);
+}
+
+static void key_init(void)
+{
+    pthread_key_create(&cache_key, cache_flush);
+}
+
+weft__stack *weft__stack_get(size_t size)
+{
+    size_t def = weft__stack_default_size();
+    if (size == 0)
+        size = def;
+    if (size > MAX_SIZE) {
+        errno = EINVAL;
+        return NULL;
+    }
+    size = round_pages(size < MIN_SIZE ? MIN_SIZE : size);
+    weft__stack *s = NULL;
+    if (size == def) {
+        if (tcache.n > 0) {
+            s = tcache.slot[--tcache.n];
+        } else if (atomic_load_explicit(&pool_len, memory_order_relaxed) > 0) {
+            pthread_mutex_lock(&pool_lock);
+            if ((s = pool_head) != NULL) {
+                pool_head = s->next;
+                atomic_fetch_sub_explicit(&pool_len, 1, memory_order_relaxed);
+            }
+            pthread_mutex_unlock(&pool_lock);
+        }
+        if (s && s->size != size) { /* left over from an older default */
+            atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
+            stack_unmap(s);
+            s = NULL;
+        }
+        if (s) {
+            atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
+            return s;
+        }
+    }
+    return stack_map(size);
+}
+
+void weft__stack_put(weft__stack *s)
+{
+    if (!s)
+        return;
+#if WEFT__ASAN
+    /* Frames that never returned (a freed suspended coroutine) leave
+     * poisoned redzones behind; the next owner starts clean. */
+    __asan_unpoison_memory_region(s->lo, (size_t)(s->top - s->lo));
+#endif
+    if (s->size != weft__stack_default_size()) {
+        stack_unmap(s);
+        return;
+    }
+    stack_trim(s);
+    s->next = NULL;
+    atomic_fetch_add_explicit(&stacks_pooled, 1, memory_order_relaxed);
+    if (tcache.n < CACHE_MAX) {
+        if (tcache.n == 0) {
+            pthread_once(&key_once, key_init);
+            pthread_setspecific(cache_key, &tcache);
+        }
+        tcache.slot[tcache.n++] = s;
+        return;
+    }
+    pool_push_or_unmap(s);
+}
+
+void weft__stack_pool_drain(void)
+{
+    while (tcache.n > 0) {
+        atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
+        stack_unmap(tcache.slot[--tcache.n]);
+    }
+    pthread_mutex_lock(&pool_lock);
+    weft__stack *s = pool_head;
+    pool_head = NULL;
+    atomic_store_explicit(&pool_len, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&pool_lock);
+    while (s) {
+        weft__stack *next = s->next;
+        atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
+        stack_unmap(s);
+        s = next;
+    }
+}
+
+void weft__stack_stats(struct weft__stack_stats *out)
+{
+    out->mapped = atomic_load_explicit(&stacks_mapped, memory_order_relaxed);
+    out->pooled = atomic_load_explicit(&stacks_pooled, memory_order_relaxed);
+    out->guarded_vmas = atomic_load_explicit(&guarded_vmas, memory_order_relaxed);
+    out->trims = atomic_load_explicit(&stacks_trimmed, memory_order_relaxed);
+}
