@@ -9,6 +9,7 @@
 
 #if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
 #define WEFT__ASAN 1
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #else
 #define WEFT__ASAN 0
@@ -22,6 +23,7 @@
 #endif
 
 #if defined(WEFT_HAVE_VALGRIND) && WEFT_HAVE_VALGRIND
+#include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 #define WEFT__VALGRIND 1
 #else

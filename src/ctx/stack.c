@@ -27,10 +27,12 @@
  * goes back to the pool after its owner touched more than KEEP bytes gets
  * the pages below the top KEEP bytes dropped (MADV_DONTNEED), so one deep
  * call does not pin memory for the life of the process. "Touched" is
- * judged by probe words every KEEP bytes below that line: dropped and
- * fresh pages read as zero, and deep frames almost never leave all the
- * probe words zero. Reading an untouched page maps the shared zero page:
- * no memory is committed by probing.
+ * judged by eight probe words in the page just below that line: dropped
+ * and fresh pages read as zero, and a call chain that went deeper wrote
+ * frames all across that page (a frame made only of a zero-filled buffer
+ * spanning the whole page would fool it: best effort, by design, since
+ * this runs on every fiber exit). Reading an untouched page maps the
+ * shared zero page: probing commits no memory.
  */
 #include "ctx/ctx.h"
 
@@ -237,7 +239,11 @@ static void stack_unmap(weft__stack *s)
         munmap(s->map, s->map_size);
 }
 
-/* Drop the pages of a stack that went deeper than KEEP. */
+/* Drop the pages of a stack that went deeper than KEEP. Called on every
+ * return to the pool, so it reads one page at most: a call chain deeper
+ * than KEEP wrote its frames across the whole page just below the keep
+ * line, and return addresses, saved registers and locals leave non-zero
+ * words in it; eight probes spread over that page see them. */
 #if WEFT__ASAN
 __attribute__((no_sanitize_address))
 #endif
@@ -246,14 +252,15 @@ static void stack_trim(weft__stack *s)
     char *line = s->top + DESC_SIZE - KEEP; /* top of the mapping - KEEP */
     if (line <= s->lo + 2 * page_size())
         return;
+#if WEFT__VALGRIND
+    /* Memcheck marks what lies below a stack pointer as inaccessible; the
+     * stack is ours again and the probes read it on purpose. */
+    VALGRIND_MAKE_MEM_DEFINED(line - page_size(), page_size());
+#endif
     int touched = 0;
-    for (char *p = line - sizeof(uint64_t); p > s->lo + sizeof(uint64_t); p -= KEEP) {
-        if (*(volatile uint64_t *)(void *)p != 0) {
-            touched = 1;
-            break;
-        }
-    }
-    if (!touched && *(volatile uint64_t *)(void *)(s->lo + sizeof(uint64_t)) == 0)
+    for (int i = 0; i < 8 && !touched; i++)
+        touched = *(volatile uint64_t *)(void *)(line - 8 - (size_t)i * 512) != 0;
+    if (!touched)
         return;
     if (s->kind == WEFT__STACK_CANARY_HEAP) {
         memset(s->lo, 0, (size_t)(line - s->lo));
@@ -274,6 +281,9 @@ __attribute__((no_sanitize_address))
 size_t weft__stack_used(const weft__stack *s)
 {
     const char *p = s->lo;
+#if WEFT__VALGRIND
+    VALGRIND_MAKE_MEM_DEFINED(s->lo, (size_t)(s->top - s->lo));
+#endif
     if (s->kind == WEFT__STACK_CANARY_MMAP || s->kind == WEFT__STACK_CANARY_HEAP)
         p += sizeof(uint64_t);
     for (; p < s->top; p += sizeof(uint64_t))
@@ -376,6 +386,10 @@ void weft__stack_put(weft__stack *s)
         return;
     }
     stack_trim(s);
+#if WEFT__VALGRIND
+    /* The next owner starts with nothing defined on it. */
+    VALGRIND_MAKE_MEM_UNDEFINED(s->lo, (size_t)(s->top - s->lo));
+#endif
     s->next = NULL;
     atomic_fetch_add_explicit(&stacks_pooled, 1, memory_order_relaxed);
     if (tcache.n < CACHE_MAX) {
