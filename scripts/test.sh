@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Build weft and run every test suite, as CI does:
+#   1. release (-O2, -Werror), all suites
+#   2. the ctx, coro and examples suites again under valgrind
+#   3. ASan + UBSan build, all suites
+#   4. TSan build, all suites
+# Installs what it needs first (scripts/deps.sh; apt-get, as root or via
+# sudo). Build directories: build-ci-{release,asan,tsan}. Ends with one
+# line "tests: N passed, M failed"; exits non-zero if anything failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/deps.sh
+
+export ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+
+passed=0
+failed=0
+status=0
+
+setup() { # dir, meson options...
+    local dir=$1
+    shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson setup --reconfigure "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; return 1; }
+    else
+        meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; return 1; }
+    fi
+    ninja -C "$dir"
+}
+
+# Run `meson test` in dir with the given arguments and add its results to
+# the totals, read from the JSON test log.
+run_tests() { # label, dir, meson test args...
+    local label=$1 dir=$2
+    shift 2
+    echo "== $label"
+    local rc=0
+    meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" || rc=$?
+    local counts
+    counts=$(python3 - "$dir/meson-logs/testlog"*.json <<'PY'
+import json, os, sys
+ok = bad = 0
+# Only the log of the run just made: the newest file.
+path = max(sys.argv[1:], key=os.path.getmtime)
+for line in open(path):
+    line = line.strip()
+    if not line:
+        continue
+    r = json.loads(line).get("result")
+    if r in ("OK", "EXPECTEDFAIL"):
+        ok += 1
+    elif r != "SKIP":
+        bad += 1
+print(ok, bad)
+PY
+)
+    read -r ok bad <<<"$counts"
+    echo "-- $label: $ok passed, $bad failed"
+    passed=$((passed + ok))
+    failed=$((failed + bad))
+    [ "$rc" -eq 0 ] || status=1
+}
+
+# TSan needs the address space layout it was built for; where the kernel
+# randomises more mmap bits than it handles, run without ASLR.
+tsan_wrap=()
+if command -v setarch >/dev/null && setarch "$(uname -m)" -R true 2>/dev/null; then
+    tsan_wrap=(--wrapper "setarch $(uname -m) -R")
+fi
+
+setup build-ci-release --buildtype=release -Doptimization=2 -Dwerror=true
+run_tests "release" build-ci-release
+run_tests "valgrind (ctx, coro, examples)" build-ci-release \
+    --setup valgrind --suite ctx --suite coro --suite examples
+
+setup build-ci-asan -Db_sanitize=address,undefined -Djemalloc=disabled \
+    -Dbenchmarks=disabled -Dwerror=true
+run_tests "asan+ubsan" build-ci-asan
+
+setup build-ci-tsan -Db_sanitize=thread -Djemalloc=disabled \
+    -Dbenchmarks=disabled -Dwerror=true
+run_tests "tsan" build-ci-tsan "${tsan_wrap[@]}"
+
+echo "tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$status" -eq 0 ]
