@@ -13,7 +13,7 @@ WEFT_DEPS=(
     libhwloc-dev libjemalloc-dev
     check libsubunit-dev
     libboost-context-dev libboost-fiber-dev libtbb-dev golang-go
-    python3-matplotlib valgrind
+    python3-matplotlib valgrind gdb
 )
 
 # Print the packages of WEFT_DEPS that are not installed, one per line.
