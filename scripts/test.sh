@@ -76,6 +76,39 @@ run_tests "release" build-ci-release
 run_tests "valgrind (ctx, coro, examples)" build-ci-release \
     --setup valgrind --suite ctx --suite coro --suite examples
 
+# A consumer's view: install into a staging directory and build the
+# README's example against it through pkg-config.
+consumer_check() {
+    echo "== install + pkg-config consumer"
+    local stage
+    stage=$(mktemp -d)
+    DESTDIR="$stage" meson install -C build-ci-release --quiet
+    local pcdir
+    pcdir=$(dirname "$(find "$stage" -name weft.pc | head -n 1)")
+    local src="$stage/readme_example.c"
+    # The example is the C block of README.md's "Example" section.
+    awk '/^## Example/{e=1} e&&/^```c/{c=1;next} c&&/^```/{exit} c' README.md >"$src"
+    local ok=1
+    # shellcheck disable=SC2046  # pkg-config prints several words
+    cc -o "$stage/ex" "$src" \
+        $(PKG_CONFIG_PATH="$pcdir" PKG_CONFIG_SYSROOT_DIR="$stage" pkg-config --cflags --libs weft) \
+        || ok=0
+    if [ $ok -eq 1 ]; then
+        local out
+        out=$(LD_LIBRARY_PATH="$pcdir/.." "$stage/ex" | tr '\n' ' ')
+        [ "$out" = "1 4 9 16 25 " ] || { echo "README example printed: $out"; ok=0; }
+    fi
+    rm -rf "$stage"
+    if [ $ok -eq 1 ]; then
+        echo "-- consumer: 1 passed, 0 failed"
+        passed=$((passed + 1))
+    else
+        echo "-- consumer: 0 passed, 1 failed"
+        failed=$((failed + 1))
+    fi
+}
+consumer_check
+
 setup build-ci-asan -Db_sanitize=address,undefined -Djemalloc=disabled \
     -Dbenchmarks=disabled -Dwerror=true
 run_tests "asan+ubsan" build-ci-asan
