@@ -156,7 +156,7 @@ static void align_entry(void *val)
 START_TEST(entry_stack_is_16_byte_aligned)
 {
     /* Every stack size the pool can hand out, not just the default. */
-    static const size_t sizes[] = { 0, 16384, 20000, 65536 + 4096, 1 << 20 };
+    static const size_t sizes[] = { 0, 16384, 20000, 65536 + 4096, 1 << 20, (2 << 20) + 1 };
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         weft__stack *st = weft__stack_get(sizes[i]);
         ck_assert_ptr_nonnull(st);
@@ -363,6 +363,7 @@ START_TEST(map_budget_falls_back_to_canaries)
     for (int i = 0; i < N; i++)
         weft__stack_put(st[i]);
     weft__stack_set_map_budget((size_t)-1);
+    weft__stack_pool_drain(); /* 32 KiB stacks are pooled */
     struct weft__stack_stats after;
     weft__stack_stats(&after);
     ck_assert_uint_eq(after.guarded_vmas, before.guarded_vmas);
@@ -410,12 +411,19 @@ START_TEST(pool_reuses_and_trims_deep_stacks)
     weft__stack_stats(&s2);
     ck_assert_uint_eq(s2.trims, s1.trims);
 
-    /* Other sizes are not pooled; they go back to the kernel. */
+    /* Other sizes up to 1 MiB round up to a power of two and are pooled
+     * too; larger ones go back to the kernel. */
     weft__stack *odd = weft__stack_get(100 * 1024);
     ck_assert_ptr_nonnull(odd);
-    ck_assert_uint_eq(weft__stack_size(odd), 100 * 1024);
-    size_t mapped = (weft__stack_stats(&s2), s2.mapped);
+    ck_assert_uint_eq(weft__stack_size(odd), 128 * 1024);
     weft__stack_put(odd);
+    ck_assert_ptr_eq(weft__stack_get(128 * 1024), odd);
+    weft__stack_put(odd);
+    weft__stack *big = weft__stack_get(3 * 1024 * 1024 + 1);
+    ck_assert_ptr_nonnull(big);
+    ck_assert_uint_eq(weft__stack_size(big), 3 * 1024 * 1024 + 4096);
+    size_t mapped = (weft__stack_stats(&s2), s2.mapped);
+    weft__stack_put(big);
     weft__stack_stats(&s2);
     ck_assert_uint_eq(s2.mapped, mapped - 1);
     weft__stack_pool_drain();

@@ -49,8 +49,9 @@ static inline size_t weft__stack_size(const weft__stack *s)
     return s->size;
 }
 
-/* A stack of at least `size` usable bytes (0: the default), from the pool
- * when one fits. NULL with errno (ENOMEM, EINVAL for an absurd size) when
+/* A stack of at least `size` bytes (0: the default): sizes up to 1 MiB are
+ * rounded up to a power of two from 16 KiB and come from the pool when one
+ * is there; larger ones to whole pages. NULL with errno (ENOMEM, EINVAL for an absurd size) when
  * none can be had. Any thread. */
 weft__stack *weft__stack_get(size_t size);
 /* Give a stack back (to the pool, or unmap it). Any thread. */
@@ -63,7 +64,8 @@ uint64_t weft__stack_canary_value(const weft__stack *s);
 size_t weft__stack_used(const weft__stack *s);
 
 size_t weft__stack_default_size(void);
-/* 0 restores the built-in default (256 KiB). Returns -EINVAL if absurd. */
+/* Set the default (rounded like weft__stack_get); 0 restores the built-in
+ * 256 KiB. Returns -EINVAL below 16 KiB or above 1 GiB. */
 int    weft__stack_set_default_size(size_t size);
 
 /* Test and tuning knobs (internal). */

@@ -21,9 +21,12 @@
  * an unguarded mapping or, if even that fails, from the allocator. So
  * creating a stack fails only when memory itself runs out.
  *
- * Pool. Stacks of the default size are reused: a per-thread cache of
- * CACHE_MAX stacks (no lock, no system call), backed by a global pool of
- * POOL_MAX under a mutex. Everything past that is unmapped. A stack that
+ * Pool. Sizes up to 1 MiB are rounded up to a power of two (16 KiB, 32
+ * KiB, ... 1 MiB: address space only, pages are committed as touched), and
+ * each such class is reused: a per-thread cache of CACHE_MAX stacks (no
+ * lock, no system call), backed by a global list of up to POOL_MAX (and
+ * 256 MiB) under a mutex. Everything past that, and every larger stack, is
+ * unmapped. A stack that
  * goes back to the pool after its owner touched more than KEEP bytes gets
  * the pages below the top KEEP bytes dropped (MADV_DONTNEED), so one deep
  * call does not pin memory for the life of the process. "Touched" is
@@ -74,6 +77,8 @@ static size_t round_pages(size_t n)
     return (n + ps - 1) & ~(ps - 1);
 }
 
+static size_t size_class(size_t size, int *cls);
+
 /* ---- settings and counters ------------------------------------------ */
 
 /* Relaxed throughout: each is a setting or a statistic read on its own;
@@ -97,7 +102,8 @@ int weft__stack_set_default_size(size_t size)
         size = DEFAULT_SIZE;
     if (size < MIN_SIZE || size > MAX_SIZE)
         return -EINVAL;
-    atomic_store_explicit(&default_size, round_pages(size), memory_order_relaxed);
+    int cls;
+    atomic_store_explicit(&default_size, size_class(size, &cls), memory_order_relaxed);
     return 0;
 }
 
@@ -294,27 +300,62 @@ size_t weft__stack_used(const weft__stack *s)
 
 /* ---- pool ------------------------------------------------------------ */
 
+/*
+ * Size classes: powers of two from MIN_SIZE to POOLED_MAX, each with its
+ * own per-thread cache and global list. Larger stacks are made and
+ * unmapped one by one. The per-thread cache is reached through one
+ * initial-exec pointer (8 bytes of static TLS, so dlopen stays possible)
+ * and allocated on a thread's first put.
+ */
+#define NCLASSES   7
+#define POOLED_MAX ((size_t)MIN_SIZE << (NCLASSES - 1)) /* 1 MiB */
+#define POOL_BYTES ((size_t)256 << 20) /* per class, at most */
+
 struct cache {
-    weft__stack *slot[CACHE_MAX];
-    int n;
+    weft__stack *slot[NCLASSES][CACHE_MAX];
+    unsigned     n[NCLASSES];
 };
 
-static __thread struct cache tcache;
+static __thread struct cache *tcache __attribute__((tls_model("initial-exec")));
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static weft__stack *pool_head;   /* with pool_lock held */
+static weft__stack *pool_head[NCLASSES];   /* with pool_lock held */
 /* Written with pool_lock held; read without it only as a hint (relaxed:
  * a stale value costs one needless lock or one fresh mapping). */
-static _Atomic size_t pool_len;
+static _Atomic size_t pool_len[NCLASSES];
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t cache_key;
 
-static void pool_push_or_unmap(weft__stack *s)
+/* The size a request is served with, and its class (-1: not pooled). */
+static size_t size_class(size_t size, int *cls)
+{
+    size = round_pages(size < MIN_SIZE ? MIN_SIZE : size);
+    if (size > POOLED_MAX) {
+        *cls = -1;
+        return size;
+    }
+    int c = 0;
+    size_t cs = MIN_SIZE;
+    while (cs < size) {
+        cs <<= 1;
+        c++;
+    }
+    *cls = c;
+    return cs;
+}
+
+static size_t pool_cap(int cls)
+{
+    size_t cap = POOL_BYTES / ((size_t)MIN_SIZE << cls);
+    return cap < POOL_MAX ? cap : POOL_MAX;
+}
+
+static void pool_push_or_unmap(weft__stack *s, int cls)
 {
     pthread_mutex_lock(&pool_lock);
-    if (atomic_load_explicit(&pool_len, memory_order_relaxed) < POOL_MAX) {
-        s->next = pool_head;
-        pool_head = s;
-        atomic_fetch_add_explicit(&pool_len, 1, memory_order_relaxed);
+    if (atomic_load_explicit(&pool_len[cls], memory_order_relaxed) < pool_cap(cls)) {
+        s->next = pool_head[cls];
+        pool_head[cls] = s;
+        atomic_fetch_add_explicit(&pool_len[cls], 1, memory_order_relaxed);
         s = NULL;
     }
     pthread_mutex_unlock(&pool_lock);
@@ -325,11 +366,14 @@ static void pool_push_or_unmap(weft__stack *s)
 }
 
 /* Thread exit: the cache goes to the global pool. */
-static void cache_flush(void *unused)
+static void cache_flush(void *p)
 {
-    (void)unused;
-    while (tcache.n > 0)
-        pool_push_or_unmap(tcache.slot[--tcache.n]);
+    struct cache *c = p;
+    for (int cls = 0; cls < NCLASSES; cls++)
+        while (c->n[cls] > 0)
+            pool_push_or_unmap(c->slot[cls][--c->n[cls]], cls);
+    tcache = NULL;
+    free(c);
 }
 
 static void key_init(void)
@@ -337,32 +381,44 @@ static void key_init(void)
     pthread_key_create(&cache_key, cache_flush);
 }
 
+/* The calling thread's cache, made on first use; NULL if out of memory
+ * (the global pool still works). */
+static struct cache *cache_get(void)
+{
+    struct cache *c = tcache;
+    if (__builtin_expect(c != NULL, 1))
+        return c;
+    c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    pthread_once(&key_once, key_init);
+    pthread_setspecific(cache_key, c);
+    tcache = c;
+    return c;
+}
+
 weft__stack *weft__stack_get(size_t size)
 {
-    size_t def = weft__stack_default_size();
     if (size == 0)
-        size = def;
+        size = weft__stack_default_size();
     if (size > MAX_SIZE) {
         errno = EINVAL;
         return NULL;
     }
-    size = round_pages(size < MIN_SIZE ? MIN_SIZE : size);
-    weft__stack *s = NULL;
-    if (size == def) {
-        if (tcache.n > 0) {
-            s = tcache.slot[--tcache.n];
-        } else if (atomic_load_explicit(&pool_len, memory_order_relaxed) > 0) {
+    int cls;
+    size = size_class(size, &cls);
+    if (cls >= 0) {
+        weft__stack *s = NULL;
+        struct cache *c = tcache;
+        if (c && c->n[cls] > 0) {
+            s = c->slot[cls][--c->n[cls]];
+        } else if (atomic_load_explicit(&pool_len[cls], memory_order_relaxed) > 0) {
             pthread_mutex_lock(&pool_lock);
-            if ((s = pool_head) != NULL) {
-                pool_head = s->next;
-                atomic_fetch_sub_explicit(&pool_len, 1, memory_order_relaxed);
+            if ((s = pool_head[cls]) != NULL) {
+                pool_head[cls] = s->next;
+                atomic_fetch_sub_explicit(&pool_len[cls], 1, memory_order_relaxed);
             }
             pthread_mutex_unlock(&pool_lock);
-        }
-        if (s && s->size != size) { /* left over from an older default */
-            atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
-            stack_unmap(s);
-            s = NULL;
         }
         if (s) {
             atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
@@ -381,7 +437,9 @@ void weft__stack_put(weft__stack *s)
      * poisoned redzones behind; the next owner starts clean. */
     __asan_unpoison_memory_region(s->lo, (size_t)(s->top - s->lo));
 #endif
-    if (s->size != weft__stack_default_size()) {
+    int cls;
+    size_class(s->size, &cls);
+    if (cls < 0) {
         stack_unmap(s);
         return;
     }
@@ -392,33 +450,33 @@ void weft__stack_put(weft__stack *s)
 #endif
     s->next = NULL;
     atomic_fetch_add_explicit(&stacks_pooled, 1, memory_order_relaxed);
-    if (tcache.n < CACHE_MAX) {
-        if (tcache.n == 0) {
-            pthread_once(&key_once, key_init);
-            pthread_setspecific(cache_key, &tcache);
-        }
-        tcache.slot[tcache.n++] = s;
+    struct cache *c = cache_get();
+    if (c && c->n[cls] < CACHE_MAX) {
+        c->slot[cls][c->n[cls]++] = s;
         return;
     }
-    pool_push_or_unmap(s);
+    pool_push_or_unmap(s, cls);
 }
 
 void weft__stack_pool_drain(void)
 {
-    while (tcache.n > 0) {
-        atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
-        stack_unmap(tcache.slot[--tcache.n]);
-    }
-    pthread_mutex_lock(&pool_lock);
-    weft__stack *s = pool_head;
-    pool_head = NULL;
-    atomic_store_explicit(&pool_len, 0, memory_order_relaxed);
-    pthread_mutex_unlock(&pool_lock);
-    while (s) {
-        weft__stack *next = s->next;
-        atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
-        stack_unmap(s);
-        s = next;
+    struct cache *c = tcache;
+    for (int cls = 0; cls < NCLASSES; cls++) {
+        while (c && c->n[cls] > 0) {
+            atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
+            stack_unmap(c->slot[cls][--c->n[cls]]);
+        }
+        pthread_mutex_lock(&pool_lock);
+        weft__stack *s = pool_head[cls];
+        pool_head[cls] = NULL;
+        atomic_store_explicit(&pool_len[cls], 0, memory_order_relaxed);
+        pthread_mutex_unlock(&pool_lock);
+        while (s) {
+            weft__stack *next = s->next;
+            atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
+            stack_unmap(s);
+            s = next;
+        }
     }
 }
 
