@@ -5,7 +5,8 @@
                  [--only NAME[,NAME...]] [--timeout SECONDS]
 
 Every program in SUITE (below) runs once per worker count (once, with
-workers=1, for a benchmark that does not scale over workers). Each program
+workers=1, for a benchmark that does not scale over workers; at its own
+fixed counts for one defined at particular counts). Each program
 prints lines as bench/DEFINITIONS.md describes:
 
     bench=<name> impl=<impl> workers=<N> value=<number> unit=<unit> [k=v ...]
@@ -55,7 +56,9 @@ import time
 #           missing or fails, and to notice an impl it forgot to report
 #   argv    command line; {build} is the (absolute) build directory and
 #           {workers} the worker count
-#   scales  True: run at every worker count; False: once, with workers=1
+#   scales  True: run at every worker count; False: once, with workers=1;
+#           a tuple of counts: at exactly those, whatever --workers says
+#           (for a benchmark its definition fixes at particular counts)
 #   quick   extra arguments for --quick (smaller sizes for a smoke run)
 #
 # A program that is not in the build directory (not built because its peer
@@ -64,10 +67,55 @@ import time
 # ---------------------------------------------------------------------------
 Bench = collections.namedtuple("Bench", "name impls argv scales quick", defaults=((),))
 
+# --quick sizes (-n) of the scaling benchmarks, shared by weft and its peers.
+QUICK = {
+    "skynet": ["-n", "10000"],
+    "fib": ["-n", "20"],
+    "spawn": ["-n", "10000"],
+    "yield": ["-n", "100000"],
+    "chan-pingpong": ["-n", "10000"],
+    "mutex": ["-n", "64000"],
+}
+
+
+def weft(name, scales):
+    """bench-sched's entry for one of its benchmarks."""
+    return Bench(name, "weft", ["{build}/bench/bench-sched", name, "-w", "{workers}"],
+                 scales, QUICK[name])
+
+
+def peer(impl, name, scales):
+    """The entry of bench/peers/peer-<impl> for one benchmark."""
+    return Bench(name, impl, ["{build}/bench/peers/peer-" + impl, name, "-w", "{workers}"],
+                 scales, QUICK[name])
+
+
 SUITE = [
     Bench("switch-cost",
           "weft,ucontext,boost-context,thread-futex,thread-condvar,process-pipe",
           ["{build}/bench/bench-switch", "-w", "{workers}"], False, ["-n", "20000"]),
+    weft("skynet", True),
+    peer("go", "skynet", True),
+    peer("boost-fiber", "skynet", True),
+    peer("tbb", "skynet", True),
+    peer("openmp", "skynet", True),
+    weft("fib", True),
+    peer("go", "fib", True),
+    peer("boost-fiber", "fib", True),
+    peer("tbb", "fib", True),
+    peer("openmp", "fib", True),
+    weft("spawn", True),
+    peer("go", "spawn", True),
+    peer("boost-fiber", "spawn", True),
+    peer("tbb", "spawn", True),
+    weft("yield", False),
+    peer("go", "yield", False),
+    peer("boost-fiber", "yield", False),
+    # weft's chan-pingpong and mutex come with channels and weft_mutex.
+    peer("go", "chan-pingpong", (1, 2)),
+    peer("boost-fiber", "chan-pingpong", (1, 2)),
+    peer("go", "mutex", True),
+    peer("boost-fiber", "mutex", True),
 ]
 
 # Keys that name a configuration of an impl (its own row in the tables),
@@ -162,7 +210,11 @@ def run_suite(build, worker_counts, quick, only, timeout):
         if only and entry.name not in only:
             continue
         impls = entry.impls.split(",")
-        for workers in (worker_counts if entry.scales else [1]):
+        if isinstance(entry.scales, tuple):
+            counts = list(entry.scales)
+        else:
+            counts = worker_counts if entry.scales else [1]
+        for workers in counts:
             argv = [a.format(build=build, workers=workers) for a in entry.argv]
             if quick:
                 argv += list(entry.quick)

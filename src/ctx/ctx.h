@@ -79,7 +79,7 @@ void   weft__stack_pool_drain(void);
 
 struct weft__stack_stats {
     size_t mapped;        /* stacks that exist now, pooled ones included   */
-    size_t pooled;        /* of those, sitting in a pool                   */
+    size_t pooled;        /* of those, in the global pool or this thread's cache */
     size_t guarded_vmas;  /* VMAs charged to guarded stacks                */
     size_t trims;         /* deep-touched stacks whose pages were dropped   */
 };

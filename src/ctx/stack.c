@@ -88,7 +88,6 @@ static _Atomic size_t map_budget = (size_t)-1;  /* -1: not read yet */
 static _Atomic int    guard_madv = 0;           /* 0 unknown, 1 works, -1 not */
 static _Atomic size_t guarded_vmas;
 static _Atomic size_t stacks_mapped;
-static _Atomic size_t stacks_pooled;
 static _Atomic size_t stacks_trimmed;
 
 size_t weft__stack_default_size(void)
@@ -360,7 +359,6 @@ static void pool_push_or_unmap(weft__stack *s, int cls)
     }
     pthread_mutex_unlock(&pool_lock);
     if (s) {
-        atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
         stack_unmap(s);
     }
 }
@@ -421,7 +419,6 @@ weft__stack *weft__stack_get(size_t size)
             pthread_mutex_unlock(&pool_lock);
         }
         if (s) {
-            atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
             return s;
         }
     }
@@ -449,7 +446,6 @@ void weft__stack_put(weft__stack *s)
     VALGRIND_MAKE_MEM_UNDEFINED(s->lo, (size_t)(s->top - s->lo));
 #endif
     s->next = NULL;
-    atomic_fetch_add_explicit(&stacks_pooled, 1, memory_order_relaxed);
     struct cache *c = cache_get();
     if (c && c->n[cls] < CACHE_MAX) {
         c->slot[cls][c->n[cls]++] = s;
@@ -463,7 +459,6 @@ void weft__stack_pool_drain(void)
     struct cache *c = tcache;
     for (int cls = 0; cls < NCLASSES; cls++) {
         while (c && c->n[cls] > 0) {
-            atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
             stack_unmap(c->slot[cls][--c->n[cls]]);
         }
         pthread_mutex_lock(&pool_lock);
@@ -473,7 +468,6 @@ void weft__stack_pool_drain(void)
         pthread_mutex_unlock(&pool_lock);
         while (s) {
             weft__stack *next = s->next;
-            atomic_fetch_sub_explicit(&stacks_pooled, 1, memory_order_relaxed);
             stack_unmap(s);
             s = next;
         }
@@ -483,7 +477,16 @@ void weft__stack_pool_drain(void)
 void weft__stack_stats(struct weft__stack_stats *out)
 {
     out->mapped = atomic_load_explicit(&stacks_mapped, memory_order_relaxed);
-    out->pooled = atomic_load_explicit(&stacks_pooled, memory_order_relaxed);
     out->guarded_vmas = atomic_load_explicit(&guarded_vmas, memory_order_relaxed);
     out->trims = atomic_load_explicit(&stacks_trimmed, memory_order_relaxed);
+    /* Counted here rather than on every get and put, where a shared
+     * counter would be one contended cache line for all workers. */
+    size_t pooled = 0;
+    struct cache *c = tcache;
+    for (int cls = 0; cls < NCLASSES; cls++) {
+        pooled += atomic_load_explicit(&pool_len[cls], memory_order_relaxed);
+        if (c)
+            pooled += c->n[cls];
+    }
+    out->pooled = pooled;
 }

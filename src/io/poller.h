@@ -1,0 +1,51 @@
+/*
+ * The poller: where a worker waits when it has nothing to run. Internal.
+ *
+ * One poller per worker. A worker's only blocking point is poller_wait,
+ * which returns when an I/O event arrives (the netpoller registers fds
+ * here), when poller_wake is called, or when the timeout (the worker's
+ * next timer) expires. One backend per file behind this interface:
+ * poller_epoll.c now, io_uring beside it later.
+ *
+ * Parking without losing a wake-up takes three steps by the owner:
+ *
+ *   poller_prepare(p);          announce "about to sleep"
+ *   ...re-check for work...     everything a waker publishes before
+ *                               calling poller_wake is visible here
+ *   poller_wait(p, t)           or poller_cancel(p) if work was found
+ *
+ * and one by the waker: publish the work, then poller_wake(p). The wake
+ * costs a system call only if the owner is between poller_prepare and the
+ * end of poller_wait; a running worker is never signalled, it will find
+ * the work when it next re-checks.
+ */
+#ifndef WEFT_IO_POLLER_H
+#define WEFT_IO_POLLER_H
+
+#include <stdint.h>
+
+struct poller;
+
+/* Make a poller in *out. 0 or a negative errno (EMFILE, ENOMEM, ...).
+ * Any thread. */
+int  poller_init(struct poller **out);
+/* Close its descriptors and free it. No thread may use it any more. */
+void poller_close(struct poller *p);
+
+/* Announce that the owner is about to wait. seq_cst: the owner's
+ * re-check for work after this call and a waker's publication before
+ * poller_wake are ordered against each other. Owner only. */
+void poller_prepare(struct poller *p);
+/* The re-check found work: do not wait after all. Owner only. */
+void poller_cancel(struct poller *p);
+/* Wait for an event, a wake-up or the timeout (ns; negative: none, 0:
+ * just poll). Must follow poller_prepare. Returns 1 if it was woken by
+ * poller_wake, 0 otherwise (timeout or I/O event), or a negative errno
+ * (never EINTR: a signal counts as a spurious return, 0). Owner only. */
+int  poller_wait(struct poller *p, int64_t timeout_ns);
+/* Make the owner's current or next poller_wait return, if the owner is
+ * waiting or about to (after poller_prepare); otherwise do nothing.
+ * Async-signal-safe. Any thread. */
+void poller_wake(struct poller *p);
+
+#endif

@@ -1,0 +1,173 @@
+/*
+ * The epoll backend of the poller (see poller.h).
+ *
+ * One epoll instance per worker, with one eventfd registered once at
+ * creation as the wake-up channel (its epoll data is NULL; fds the
+ * netpoller registers later carry non-NULL data). Waiting uses
+ * epoll_pwait2, whose timespec timeout has nanosecond resolution, so a
+ * parked worker wakes for its next timer within the kernel's timer slack
+ * rather than rounded up to the next millisecond; kernels before 5.11 lack
+ * it and get epoll_wait with the timeout rounded up to whole ms.
+ *
+ * The state word decides whether poller_wake needs the eventfd at all:
+ *
+ *   RUNNING  --poller_prepare-->  PARKING  --poller_wake-->  NOTIFIED
+ *      ^                             |                          |
+ *      +------ poller_wait returns / poller_cancel -------------+
+ *
+ * Only the waker that moves PARKING to NOTIFIED writes the eventfd, so a
+ * burst of wakes costs one write, and a running owner costs none.
+ */
+#define _GNU_SOURCE
+#include "io/poller.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "sched/fence.h"
+
+enum { P_RUNNING = 0, P_PARKING, P_NOTIFIED };
+
+#define MAX_EVENTS 64
+
+struct poller {
+    int epfd;
+    int evfd;
+    _Atomic int state;
+};
+
+/* 1: try epoll_pwait2; 0: the kernel lacks it. Relaxed: a cached fact;
+ * racing first calls both find out the same thing. */
+static _Atomic int use_pwait2 = 1;
+
+int poller_init(struct poller **out)
+{
+    int err;
+    struct poller *p = weft__calloc(sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    atomic_init(&p->state, P_RUNNING);
+    p->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (p->epfd < 0) {
+        err = -errno;
+        goto fail_free;
+    }
+    p->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p->evfd < 0) {
+        err = -errno;
+        goto fail_epoll;
+    }
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+    if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->evfd, &ev) != 0) {
+        err = -errno;
+        goto fail_eventfd;
+    }
+    *out = p;
+    return 0;
+
+fail_eventfd:
+    close(p->evfd);
+fail_epoll:
+    close(p->epfd);
+fail_free:
+    weft__free(p, sizeof *p);
+    return err;
+}
+
+void poller_close(struct poller *p)
+{
+    if (!p)
+        return;
+    close(p->evfd);
+    close(p->epfd);
+    weft__free(p, sizeof *p);
+}
+
+void poller_prepare(struct poller *p)
+{
+    atomic_store_explicit(&p->state, P_PARKING, memory_order_seq_cst);
+    /* seq_cst fence: orders the store above before the caller's re-check
+     * loads, and pairs with the waker's seq_cst publication (a seq_cst
+     * operation or fence before its load of state in poller_wake): either
+     * the waker sees PARKING or our re-check sees its work. */
+    weft__fence_seq_cst();
+}
+
+void poller_cancel(struct poller *p)
+{
+    /* Relaxed: nothing is published by leaving PARKING; a waker that
+     * still sees PARKING writes the eventfd needlessly, and the next wait
+     * returns once at once, which the caller tolerates. */
+    atomic_store_explicit(&p->state, P_RUNNING, memory_order_relaxed);
+}
+
+static int wait_events(struct poller *p, struct epoll_event *evs, int64_t timeout_ns)
+{
+#ifdef SYS_epoll_pwait2
+    if (atomic_load_explicit(&use_pwait2, memory_order_relaxed)) {
+        struct timespec ts, *tsp = NULL;
+        if (timeout_ns >= 0) {
+            ts.tv_sec = (time_t)(timeout_ns / 1000000000);
+            ts.tv_nsec = (long)(timeout_ns % 1000000000);
+            tsp = &ts;
+        }
+        long n = syscall(SYS_epoll_pwait2, p->epfd, evs, MAX_EVENTS, tsp, NULL, _NSIG / 8);
+        if (n >= 0 || errno != ENOSYS)
+            return (int)n;
+        atomic_store_explicit(&use_pwait2, 0, memory_order_relaxed);
+    }
+#endif
+    int ms = -1;
+    if (timeout_ns >= 0) {
+        int64_t r = (timeout_ns + 999999) / 1000000;
+        ms = r > INT_MAX ? INT_MAX : (int)r;
+    }
+    return epoll_wait(p->epfd, evs, MAX_EVENTS, ms);
+}
+
+int poller_wait(struct poller *p, int64_t timeout_ns)
+{
+    struct epoll_event evs[MAX_EVENTS];
+    int n = wait_events(p, evs, timeout_ns);
+    int err = n < 0 && errno != EINTR ? -errno : 0;
+    int woken = 0;
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.ptr == NULL) {
+            uint64_t v;
+            (void)!read(p->evfd, &v, sizeof v);
+            woken = 1;
+        }
+    }
+    /* Relaxed: as in poller_cancel. A wake that moved the state to
+     * NOTIFIED but has not written yet makes the next wait return early
+     * once. */
+    atomic_store_explicit(&p->state, P_RUNNING, memory_order_relaxed);
+    return err ? err : woken;
+}
+
+void poller_wake(struct poller *p)
+{
+    /* seq_cst: pairs with the store and fence in poller_prepare; the
+     * caller published its work (with a seq_cst operation or fence)
+     * before this load. */
+    int s = atomic_load_explicit(&p->state, memory_order_seq_cst);
+    if (s != P_PARKING)
+        return;
+    /* Relaxed both ways: the CAS only elects the one waker that writes;
+     * the eventfd write itself is the signal. */
+    if (!atomic_compare_exchange_strong_explicit(&p->state, &s, P_NOTIFIED,
+                                                 memory_order_relaxed,
+                                                 memory_order_relaxed))
+        return;
+    uint64_t one = 1;
+    (void)!write(p->evfd, &one, sizeof one);
+}

@@ -1,0 +1,476 @@
+/*
+ * Fibers: spawning, joining, detaching, sleeping, and a fiber's end.
+ *
+ * The join handshake runs on one atomic word per fiber:
+ *
+ *   RUNNING (0)  the fiber has not finished; nobody waits
+ *   DONE (1)     it finished; result is valid
+ *   DETACHED (2) it will free itself when it finishes
+ *   pointer      a fiber waits in weft_join (the joiner's control block)
+ *   pointer|4    a plain thread waits (a struct thread_waiter)
+ *
+ * Control blocks and thread waiters are at least 8-byte aligned, so the
+ * small values and the tag bit never collide with a pointer. The finishing
+ * side exchanges the word to DONE and acts on what it held; the joining
+ * side CASes RUNNING to its own pointer, and a failed CAS means DONE.
+ * Exactly one of them sees the other, whatever the interleaving.
+ *
+ * Misuse (a second join, a join after detach) is caught by `claimed`, set
+ * by the first join or detach. A control block is recycled when its join
+ * completes, still claimed, so a stale second join is answered -EINVAL
+ * until the block is reused by a new spawn.
+ */
+#include "sched/sched.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+
+#define JOIN_RUNNING  ((uintptr_t)0)
+#define JOIN_DONE     ((uintptr_t)1)
+#define JOIN_DETACHED ((uintptr_t)2)
+#define JOIN_THREAD   ((uintptr_t)4)
+
+#define ID_BATCH      1024
+
+/* A plain thread blocked in weft_join; lives on that thread's stack. */
+struct thread_waiter {
+    _Alignas(8) _Atomic uint32_t done;
+};
+
+/* ---- control blocks ------------------------------------------------------ */
+
+/* w's thread, or any thread when w is NULL. */
+static uint64_t new_id(struct worker *w)
+{
+    /* Relaxed: ids need only be unique, which fetch_add is at any order. */
+    if (!w)
+        return atomic_fetch_add_explicit(&weft__rt.next_id, 1, memory_order_relaxed);
+    if (w->id_next == w->id_end) {
+        w->id_next = atomic_fetch_add_explicit(&weft__rt.next_id, ID_BATCH,
+                                               memory_order_relaxed);
+        w->id_end = w->id_next + ID_BATCH;
+    }
+    return w->id_next++;
+}
+
+/* Copy name into f's name buffer, allocating it on first use. 0 or
+ * -ENOMEM. The thread that owns f at the moment. */
+static int set_name(struct weft_fiber *f, const char *name)
+{
+    if (!f->name) {
+        if (!name)
+            return 0;
+        f->name = weft__malloc(WEFT__FIBER_NAME);
+        if (!f->name)
+            return -ENOMEM;
+    }
+    weft__copy_name(f->name, WEFT__FIBER_NAME, name);
+    return 0;
+}
+
+/*
+ * Control blocks are recycled, not freed, while the runtime runs (as Go
+ * keeps its goroutine descriptors): spawn and join pay no allocator call,
+ * and a block never returns to the allocator while a stale handle to it
+ * may still be passed to weft_join. Each worker keeps two magazines of up
+ * to WEFT__FIBER_BATCH blocks; when both are full, one goes to the global
+ * pool as a whole batch, and an empty worker takes a whole batch back, so
+ * a worker that only spawns and one that only joins balance out through
+ * the pool with one lock per batch and no list walking. Everything is
+ * freed when weft_run ends. The cost: a burst of N live fibers keeps
+ * N x 128 bytes until then.
+ */
+
+/* w's thread. */
+static struct weft_fiber *cache_get(struct worker *w)
+{
+    if (!w->fcache) {
+        if (w->fspare) {
+            w->fcache = w->fspare;
+            w->fspare = NULL;
+            w->nfcache = WEFT__FIBER_BATCH;
+        } else if (atomic_load_explicit(&weft__rt.fpool_batches, memory_order_relaxed)) {
+            /* Relaxed: a hint that saves the lock; re-checked under it. */
+            pthread_mutex_lock(&weft__rt.fpool_lock);
+            struct weft_fiber *b = weft__rt.fpool;
+            if (b) {
+                weft__rt.fpool = b->arg;
+                atomic_store_explicit(&weft__rt.fpool_batches,
+                                      atomic_load_explicit(&weft__rt.fpool_batches,
+                                                           memory_order_relaxed) - 1,
+                                      memory_order_relaxed);
+                w->fcache = b;
+                w->nfcache = WEFT__FIBER_BATCH;
+            }
+            pthread_mutex_unlock(&weft__rt.fpool_lock);
+        }
+    }
+    struct weft_fiber *f = w->fcache;
+    if (f) {
+        w->fcache = f->link;
+        w->nfcache--;
+    }
+    return f;
+}
+
+/* w's thread. */
+static void cache_put(struct worker *w, struct weft_fiber *f)
+{
+    if (w->nfcache == WEFT__FIBER_BATCH) {
+        if (w->fspare) {
+            struct weft_fiber *b = w->fspare;
+            pthread_mutex_lock(&weft__rt.fpool_lock);
+            b->arg = weft__rt.fpool;
+            weft__rt.fpool = b;
+            /* Relaxed: with fpool_lock held; see cache_get. */
+            atomic_store_explicit(&weft__rt.fpool_batches,
+                                  atomic_load_explicit(&weft__rt.fpool_batches,
+                                                       memory_order_relaxed) + 1,
+                                  memory_order_relaxed);
+            pthread_mutex_unlock(&weft__rt.fpool_lock);
+        }
+        w->fspare = w->fcache;
+        w->fcache = NULL;
+        w->nfcache = 0;
+    }
+    f->link = w->fcache;
+    w->fcache = f;
+    w->nfcache++;
+}
+
+static void free_chain(struct weft_fiber *f)
+{
+    while (f) {
+        struct weft_fiber *next = f->link;
+        weft__free(f, sizeof *f);
+        f = next;
+    }
+}
+
+void weft__fiber_cache_release(struct worker *w)
+{
+    free_chain(w->fcache);
+    free_chain(w->fspare);
+    w->fcache = w->fspare = NULL;
+    w->nfcache = 0;
+}
+
+void weft__fiber_pool_release(void)
+{
+    struct weft_fiber *b = weft__rt.fpool;
+    while (b) {
+        struct weft_fiber *next = b->arg;
+        free_chain(b);
+        b = next;
+    }
+    weft__rt.fpool = NULL;
+    atomic_store_explicit(&weft__rt.fpool_batches, 0, memory_order_relaxed);
+}
+
+struct weft_fiber *weft__fiber_new(struct worker *w, const weft_spawn_opts *o,
+                                   weft_fn fn, void *arg)
+{
+    struct weft_fiber *f = w ? cache_get(w) : NULL;
+    if (!f) {
+        f = weft__malloc(sizeof *f);
+        if (!f)
+            return NULL;
+        f->name = NULL;
+    }
+    f->ctx.stack = NULL; /* not started: no stack yet */
+    f->id = new_id(w);
+    f->link = NULL;
+    f->fn = fn;
+    f->arg = arg;
+    f->stack_kib = (uint32_t)((o->stack_size + 1023) / 1024);
+    /* Relaxed: the block is not shared yet; the run queue's release
+     * publishes these to whoever runs or joins the fiber. */
+    atomic_store_explicit(&f->join, o->detached ? JOIN_DETACHED : JOIN_RUNNING,
+                          memory_order_relaxed);
+    atomic_store_explicit(&f->claimed, o->detached ? 1 : 0, memory_order_relaxed);
+    timer_init(&f->timer, NULL);
+    if (o->name && set_name(f, o->name) != 0) {
+        weft__fiber_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+void weft__fiber_free(struct weft_fiber *f)
+{
+    if (f->name) {
+        weft__free(f->name, WEFT__FIBER_NAME);
+        f->name = NULL;
+    }
+    struct worker *w = weft__worker_self();
+    if (w)
+        cache_put(w, f);
+    else
+        weft__free(f, sizeof *f);
+}
+
+/* ---- spawning ------------------------------------------------------------ */
+
+weft_fiber *weft_spawn_ex(const weft_spawn_opts *o, weft_fn fn, void *arg)
+{
+    static const weft_spawn_opts defaults = { NULL, 0, 0 };
+    if (!o)
+        o = &defaults;
+    if (!fn || o->stack_size > WEFT__MAX_STACK) {
+        errno = EINVAL;
+        return NULL;
+    }
+    struct worker *w = weft__worker_self();
+    /* Acquire: pairs with weft_run's store of RT_RUNNING; a plain thread
+     * must not spawn into a runtime that is not (or no longer) running.
+     * The final word is weft__submit_foreign's, under the queue lock. */
+    if (!w && atomic_load_explicit(&weft__rt.state, memory_order_acquire) != RT_RUNNING) {
+        errno = EPERM;
+        return NULL;
+    }
+    /* Relaxed: a flag read on its own (see start_fiber in sched.c). */
+    if (atomic_load_explicit(&weft__rt.stack_starved, memory_order_relaxed)) {
+        errno = EAGAIN;
+        return NULL;
+    }
+    struct weft_fiber *f = weft__fiber_new(w, o, fn, arg);
+    if (!f) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (w) {
+        /* Relaxed: owner-only counter; the release store of the child's
+         * exit (weft__fiber_finish) comes after this in happens-before. */
+        atomic_store_explicit(&w->nspawned,
+                              atomic_load_explicit(&w->nspawned, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        weft__ready(f);
+    } else if (weft__submit_foreign(f) != 0) {
+        weft__fiber_free(f);
+        errno = EPERM;
+        return NULL;
+    }
+    return f;
+}
+
+weft_fiber *weft_spawn(weft_fn fn, void *arg)
+{
+    return weft_spawn_ex(NULL, fn, arg);
+}
+
+/* ---- the end of a fiber ---------------------------------------------- */
+
+static void thread_waiter_wake(struct thread_waiter *tw)
+{
+    /* Release: publishes the result and DONE to the waiting thread; pairs
+     * with the acquire load in thread_join. */
+    atomic_store_explicit(&tw->done, 1, memory_order_release);
+    /* The waiter may already have seen `done` and returned; waking a
+     * futex word that is gone is harmless (at most a spurious wake-up of
+     * whatever waits there next, which every futex user tolerates). */
+    syscall(SYS_futex, &tw->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static int is_fiber_joiner(uintptr_t j)
+{
+    return j != JOIN_RUNNING && j != JOIN_DONE && j != JOIN_DETACHED && !(j & JOIN_THREAD);
+}
+
+/*
+ * Handing the CPU straight to the joiner when a child exits keeps
+ * fork-join programs depth-first: otherwise the exiting child would pick
+ * the next queued fiber (starting a new subtree, with a new stack) while
+ * its parent sits readied in runnext, to be pushed down the deque by the
+ * next spawn. With the handoff, fib(30) runs with a few dozen live stacks
+ * instead of thousands.
+ */
+struct weft_fiber *weft__fiber_claim_joiner(struct weft_fiber *f)
+{
+    /* Acquire: pairs with join_commit's release CAS; the joiner's
+     * context was saved before its commit ran. */
+    uintptr_t j = atomic_load_explicit(&f->join, memory_order_acquire);
+    if (!is_fiber_joiner(j))
+        return NULL;
+    /* Release: publishes the result (in arg) to the joiner. DONE before
+     * our last switch is safe: only the joiner acts on DONE (the join was
+     * claimed, so no detach can), and it runs only when we switch to it.
+     * Failure relaxed: cannot happen (nobody else changes a waited-on
+     * word), but then the ordinary path handles it. */
+    if (!atomic_compare_exchange_strong_explicit(&f->join, &j, JOIN_DONE,
+                                                 memory_order_release,
+                                                 memory_order_relaxed))
+        return NULL;
+    return (struct weft_fiber *)j;
+}
+
+void weft__fiber_finish(struct weft_fiber *f, int joiner_claimed)
+{
+    struct worker *w = weft__worker_self();
+    weft__ctx_destroy(&f->ctx);
+    weft__stack_put(f->ctx.stack);
+    f->ctx.stack = NULL;
+    if (!joiner_claimed) {
+        /* acq_rel: release publishes the result (in arg) to the joiner;
+         * acquire pairs with the joiner's release CAS, so we see the
+         * joiner's saved state before readying it. */
+        uintptr_t old = atomic_exchange_explicit(&f->join, JOIN_DONE, memory_order_acq_rel);
+        if (old == JOIN_DETACHED)
+            weft__fiber_free(f);
+        else if (old & JOIN_THREAD)
+            thread_waiter_wake((struct thread_waiter *)(old & ~JOIN_THREAD));
+        else if (old != JOIN_RUNNING)
+            weft__ready((struct weft_fiber *)old);
+    }
+    /* Release: pairs with the acquire in quiescent() (runtime.c); counted
+     * last, so that a worker deciding the runtime is over cannot race
+     * with anything above. */
+    atomic_store_explicit(&w->nexited,
+                          atomic_load_explicit(&w->nexited, memory_order_relaxed) + 1,
+                          memory_order_release);
+}
+
+/* ---- joining and detaching -------------------------------------------- */
+
+/* Park commit for weft_join: publish self as f's joiner. */
+static int join_commit(struct weft_fiber *self, void *arg)
+{
+    struct weft_fiber *f = arg;
+    uintptr_t expect = JOIN_RUNNING;
+    /* Release: publishes self (its saved context) to the finisher, which
+     * acquires it in its exchange. Failure acquire: f is DONE, and we
+     * will read its result. */
+    return atomic_compare_exchange_strong_explicit(&f->join, &expect, (uintptr_t)self,
+                                                   memory_order_release,
+                                                   memory_order_acquire);
+}
+
+static void thread_join(struct weft_fiber *f)
+{
+    struct thread_waiter tw;
+    atomic_init(&tw.done, 0);
+    uintptr_t expect = JOIN_RUNNING;
+    /* Release: publishes tw to the finisher. Failure acquire: f is DONE. */
+    if (!atomic_compare_exchange_strong_explicit(&f->join, &expect,
+                                                 (uintptr_t)&tw | JOIN_THREAD,
+                                                 memory_order_release,
+                                                 memory_order_acquire))
+        return;
+    /* Acquire: pairs with the release store in thread_waiter_wake. */
+    while (!atomic_load_explicit(&tw.done, memory_order_acquire))
+        syscall(SYS_futex, &tw.done, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+}
+
+int weft_join(weft_fiber *f, void **result)
+{
+    if (!f)
+        return -EINVAL;
+    struct worker *w = weft__worker_self();
+    struct weft_fiber *self = w ? w->current : NULL;
+    if (f == self)
+        return -EDEADLK;
+    /* Relaxed: only decides who gets to join; the join word carries the
+     * data. */
+    if (atomic_exchange_explicit(&f->claimed, 1, memory_order_relaxed))
+        return -EINVAL;
+    /* Acquire: pairs with the exchange in weft__fiber_finish. */
+    if (atomic_load_explicit(&f->join, memory_order_acquire) != JOIN_DONE) {
+        if (self)
+            weft__park(join_commit, f);
+        else
+            thread_join(f);
+        /* Acquire: as above; we were readied after DONE was stored. */
+        (void)atomic_load_explicit(&f->join, memory_order_acquire);
+    }
+    if (result)
+        *result = f->arg; /* the result, once the fiber has finished */
+    weft__fiber_free(f);
+    return 0;
+}
+
+int weft_detach(weft_fiber *f)
+{
+    if (!f)
+        return -EINVAL;
+    /* Relaxed: as in weft_join. */
+    if (atomic_exchange_explicit(&f->claimed, 1, memory_order_relaxed))
+        return -EINVAL;
+    uintptr_t expect = JOIN_RUNNING;
+    /* Release/acquire: pairs with the exchange in weft__fiber_finish;
+     * whichever comes second frees the block. */
+    if (atomic_compare_exchange_strong_explicit(&f->join, &expect, JOIN_DETACHED,
+                                                memory_order_acq_rel,
+                                                memory_order_acquire))
+        return 0;
+    weft__fiber_free(f); /* already finished */
+    return 0;
+}
+
+/* ---- the calling fiber ------------------------------------------------ */
+
+weft_fiber *weft_self(void)
+{
+    struct worker *w = weft__worker_self();
+    return w ? w->current : NULL;
+}
+
+uint64_t weft_fiber_id(const weft_fiber *f)
+{
+    return f ? f->id : 0;
+}
+
+int weft_set_name(const char *name)
+{
+    struct weft_fiber *self = weft_self();
+    if (!self)
+        return -EPERM;
+    int err = set_name(self, name);
+    self->ctx.owner_name = self->name;
+    return err;
+}
+
+/* ---- sleeping ------------------------------------------------------------ */
+
+static void sleep_fire(struct weft__timer *t)
+{
+    weft__ready(weft__container_of(t, struct weft_fiber, timer));
+}
+
+/* Park commit for weft_sleep: arm the timer on the worker the fiber just
+ * left (arming before the switch could fire it while still running). */
+static int sleep_commit(struct weft_fiber *self, void *arg)
+{
+    int64_t *deadline = arg;
+    struct worker *w = weft__worker_self();
+    if (timer_add(&w->timers, &self->timer, *deadline) != 0) {
+        *deadline = -1; /* tells weft_sleep: -ENOMEM */
+        return 0;
+    }
+    return 1;
+}
+
+int weft_sleep(int64_t ns)
+{
+    if (ns < 0)
+        return -EINVAL;
+    struct weft_fiber *self = weft_self();
+    if (!self) {
+        struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+        return 0;
+    }
+    if (ns == 0) {
+        weft_yield();
+        return 0;
+    }
+    int64_t now = weft__now();
+    int64_t deadline = ns > INT64_MAX - now ? INT64_MAX : now + ns;
+    timer_init(&self->timer, sleep_fire);
+    weft__park(sleep_commit, &deadline);
+    return deadline == -1 ? -ENOMEM : 0;
+}

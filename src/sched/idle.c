@@ -1,0 +1,202 @@
+/*
+ * The idle protocol: searching (stealing), parking, waking. The steps
+ * S1..S3, P1..P7 and W1..W4 are defined, and the absence of lost
+ * wake-ups argued, in the essay at the top of sched.c; the comments here
+ * name the step each piece implements.
+ */
+#include "sched/sched.h"
+#include "sched/fence.h"
+
+#include <stdint.h>
+
+#define STEAL_ROUNDS 4
+#define SPIN_PAUSES  128   /* between rounds: ~1-3 us on current x86 */
+
+#if WEFT__TSAN
+_Atomic int weft__fence_word; /* see fence.h */
+#endif
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ volatile("pause" ::: "memory");
+#else
+    __asm__ volatile("" ::: "memory");
+#endif
+}
+
+/* One pass over the victims, nearest level first, random start within a
+ * level (S2). Owner worker. */
+static struct weft_fiber *steal_pass(struct worker *w)
+{
+    unsigned max = (unsigned)(deque_capacity(&w->dq) / 2);
+    unsigned lo = 0;
+    for (int level = 0; level < TOPO_LEVELS; level++) {
+        unsigned hi = w->level_end[level];
+        unsigned span = hi - lo;
+        if (span) {
+            unsigned start = (unsigned)(weft__rand(w) % span);
+            for (unsigned i = 0; i < span; i++) {
+                struct worker *v = &weft__rt.workers[w->victims[lo + (start + i) % span]];
+                struct weft_fiber *f = deque_steal_half(&v->dq, &w->dq, max);
+                if (f)
+                    return f;
+            }
+        }
+        lo = hi;
+    }
+    return NULL;
+}
+
+struct weft_fiber *weft__search(struct worker *w)
+{
+    unsigned n = weft__rt.nworkers;
+    if (n == 1)
+        return NULL;
+    if (!w->searching) {
+        /* S1. Relaxed: a heuristic limit; a stale count costs a little
+         * spinning or an early park, never a lost wake-up (P5 re-checks). */
+        unsigned s = atomic_load_explicit(&weft__rt.nsearching, memory_order_relaxed);
+        unsigned p = atomic_load_explicit(&weft__rt.nparked, memory_order_relaxed);
+        if (2 * s >= n - p)
+            return NULL;
+        w->searching = 1;
+        /* seq_cst: I4; ordered before our steals, so a waker that reads
+         * nsearching > 0 (W1) knows we have not given up yet. */
+        atomic_fetch_add_explicit(&weft__rt.nsearching, 1, memory_order_seq_cst);
+    }
+    for (int round = 0; round < STEAL_ROUNDS; round++) {
+        struct weft_fiber *f = steal_pass(w);
+        if (!f)
+            f = weft__global_take(&w->dq, (unsigned)(deque_capacity(&w->dq) / 2));
+        if (f)
+            return f;
+        for (int i = 0; i < SPIN_PAUSES; i++)
+            cpu_relax();
+    }
+    return NULL;
+}
+
+void weft__stop_searching(struct worker *w)
+{
+    w->searching = 0;
+    /* S3. seq_cst: I4. */
+    if (atomic_fetch_sub_explicit(&weft__rt.nsearching, 1, memory_order_seq_cst) == 1) {
+        /* We were the last searcher. The fiber we stole may have come
+         * with more (pushed on our deque with release stores, not seq_cst
+         * ones), so fence before W1's loads. */
+        weft__fence_seq_cst();
+        weft__wakep();
+    }
+}
+
+void weft__wakep(void)
+{
+    /* W1. seq_cst: the caller's seq_cst publication precedes these loads
+     * in the total order; they pair with P3 (nparked) and S1/P1
+     * (nsearching) of the workers. */
+    if (atomic_load_explicit(&weft__rt.nsearching, memory_order_seq_cst) != 0 ||
+        atomic_load_explicit(&weft__rt.nparked, memory_order_seq_cst) == 0)
+        return;
+    /* W2. seq_cst: I4. Failure relaxed: somebody else got there. */
+    unsigned zero = 0;
+    if (!atomic_compare_exchange_strong_explicit(&weft__rt.nsearching, &zero, 1,
+                                                 memory_order_seq_cst,
+                                                 memory_order_relaxed))
+        return;
+    /* W3. */
+    struct worker *v = NULL;
+    pthread_mutex_lock(&weft__rt.idle_lock);
+    if (weft__rt.nidle > 0) {
+        v = weft__rt.idle[--weft__rt.nidle];
+        v->idle_pos = -1;
+        v->handed_search = 1;
+        /* seq_cst: I4, with idle_lock held. */
+        atomic_fetch_sub_explicit(&weft__rt.nparked, 1, memory_order_seq_cst);
+    }
+    pthread_mutex_unlock(&weft__rt.idle_lock);
+    if (!v) {
+        atomic_fetch_sub_explicit(&weft__rt.nsearching, 1, memory_order_seq_cst);
+        return;
+    }
+    /* W4. */
+    poller_wake(v->poller);
+}
+
+/* P5: anything a waker could have published? Owner worker, after
+ * poller_prepare. */
+static int work_visible(struct worker *w)
+{
+    /* Relaxed loads throughout: they follow the seq_cst fence in
+     * poller_prepare, and every publication they look for is a seq_cst
+     * operation or followed by a seq_cst fence, so by the fence rules of
+     * C11 each load sees the publication if it preceded our fence. */
+    if (atomic_load_explicit(&weft__rt.gq_len, memory_order_relaxed) ||
+        atomic_load_explicit(&w->inbox_len, memory_order_relaxed))
+        return 1;
+    for (unsigned i = 0; i < weft__rt.nworkers; i++)
+        if (deque_size(&weft__rt.workers[i].dq) > 0)
+            return 1;
+    return 0;
+}
+
+/* P7. Owner worker. */
+static void leave_idle(struct worker *w)
+{
+    pthread_mutex_lock(&weft__rt.idle_lock);
+    if (w->idle_pos >= 0) {
+        struct worker *last = weft__rt.idle[--weft__rt.nidle];
+        weft__rt.idle[w->idle_pos] = last;
+        last->idle_pos = w->idle_pos;
+        w->idle_pos = -1;
+        /* seq_cst: I4, with idle_lock held. */
+        atomic_fetch_sub_explicit(&weft__rt.nparked, 1, memory_order_seq_cst);
+    } else if (w->handed_search) {
+        w->handed_search = 0;
+        w->searching = 1; /* the count was added for us at W2 */
+    }
+    pthread_mutex_unlock(&weft__rt.idle_lock);
+}
+
+int weft__idle(struct worker *w)
+{
+    /* P1. seq_cst: I4; before the re-check at P5. */
+    if (w->searching) {
+        w->searching = 0;
+        atomic_fetch_sub_explicit(&weft__rt.nsearching, 1, memory_order_seq_cst);
+    }
+    /* P2. */
+    if (weft__check_termination())
+        return 1;
+    /* P3. */
+    pthread_mutex_lock(&weft__rt.idle_lock);
+    w->idle_pos = (int)weft__rt.nidle;
+    weft__rt.idle[weft__rt.nidle++] = w;
+    /* seq_cst: pairs with W1's load of nparked. */
+    atomic_fetch_add_explicit(&weft__rt.nparked, 1, memory_order_seq_cst);
+    pthread_mutex_unlock(&weft__rt.idle_lock);
+    /* P4. */
+    poller_prepare(w->poller);
+    /* P5. seq_cst load of shutdown: pairs with the seq_cst store in
+     * weft__check_termination. */
+    if (atomic_load_explicit(&weft__rt.shutdown, memory_order_seq_cst) || work_visible(w)) {
+        poller_cancel(w->poller);
+        leave_idle(w);
+        if (!w->searching && weft__rt.nworkers > 1) {
+            w->searching = 1;
+            atomic_fetch_add_explicit(&weft__rt.nsearching, 1, memory_order_seq_cst);
+        }
+        return atomic_load_explicit(&weft__rt.shutdown, memory_order_seq_cst);
+    }
+    /* P6. */
+    int64_t timeout = -1;
+    int64_t next = timer_next(&w->timers);
+    if (next != INT64_MAX) {
+        int64_t now = weft__now();
+        timeout = next > now ? next - now : 0;
+    }
+    poller_wait(w->poller, timeout);
+    /* P7. */
+    leave_idle(w);
+    return atomic_load_explicit(&weft__rt.shutdown, memory_order_seq_cst);
+}

@@ -1,0 +1,535 @@
+/*
+ * The weft scheduler.
+ *
+ * Fibers run on W worker threads, by default one per physical core this
+ * process may use (topo.c), each pinned to its core. Every worker owns:
+ *
+ *   runnext   one slot for the fiber it spawned or woke last: it runs next,
+ *             while its creator's data is hot in this core's cache. Only
+ *             the owner touches it (no atomics, never stolen);
+ *   deque     a bounded Chase-Lev deque (deque.c): the owner pushes and
+ *             pops at the bottom (LIFO, depth-first), thieves take the
+ *             oldest half from the top;
+ *   timers    a min-heap of deadlines (timer.c) for sleeps and, later, I/O;
+ *   poller    its epoll instance (io/poller_epoll.c), the one place where
+ *             the worker blocks;
+ *   inbox     a locked list other threads push to when a fiber must run on
+ *             this particular worker (WEFT_DEBUG_MIGRATE; later, wake-ups
+ *             aimed at a worker).
+ *
+ * Shared by all: the global queue (globalq.c: a mutex, array chunks for
+ * deque overflow, an intrusive list for fibers made or woken by plain
+ * threads); the list of parked workers; two counters, nsearching (workers
+ * looking for work to steal) and nparked (workers on the idle list).
+ *
+ * Switching. A fiber that yields, parks or exits picks its successor from
+ * local sources itself and switches straight to it: one context switch per
+ * fiber change, which the yield target (<= 15 ns) cannot afford to double.
+ * Only when nothing local is runnable does it switch to the worker's
+ * scheduler context (the worker thread's own stack), which steals, parks
+ * and runs the idle protocol. The price of switching directly is that the
+ * leaving fiber is still on its stack when it decides where it goes, so it
+ * must not be visible to any other thread yet: it records a handoff in the
+ * worker (yield: requeue me; park: run this commit function; exit: finish
+ * me) and whichever context runs next performs it first thing after the
+ * switch (after_switch). That is also why a parked fiber's wait list is
+ * published by a commit callback rather than before the switch: a waker on
+ * another worker could otherwise resume a fiber whose registers are not
+ * saved yet.
+ *
+ * Picking (pick_local), in order: due timers are fired; the inbox is
+ * drained (its first fiber runs at once); every 61st pick takes one fiber
+ * from the global queue first, so it cannot starve behind a worker that
+ * keeps making local work (Go's fairness tick); runnext, unless it has
+ * been picked RUNNEXT_BUDGET times in a row (two fibers waking each other
+ * would otherwise keep the deque waiting forever; the budget plays the
+ * role of Go's inherited time slice); the deque's bottom; runnext after
+ * all; a batch from the global queue. A yield instead takes the deque's
+ * oldest fiber and goes to the bottom itself, so yielding fibers
+ * round-robin. A fiber that exits while another fiber waits to join it
+ * switches straight to that joiner (charged to the runnext budget): the
+ * order in which fork-join programs complete stays depth-first. Stealing
+ * happens only in the scheduler context.
+ *
+ * Invariants.
+ *  I1 A runnable fiber is in exactly one place: a runnext slot, a deque,
+ *     the global queue, an inbox, a timer heap (stack retry), or a
+ *     worker's `current`. Parked fibers are in none of these; whoever
+ *     their commit published them to owns them until weft__ready.
+ *  I2 A fiber becomes reachable by another thread only after its context
+ *     is saved: every handoff runs after the switch away from it.
+ *  I3 A fiber holds a stack only from its first pick to its last switch
+ *     away; the stack is returned before the join handshake completes.
+ *  I4 nsearching counts workers with `searching` set plus the one a waker
+ *     has claimed for a worker it is waking (handed_search); nparked
+ *     counts the workers on the idle list.
+ *  I5 No lost wake-up: if work is published where another worker can
+ *     take it, some worker that has not committed to sleep will see it
+ *     (argued after the protocol). Work in a runnext slot needs nobody:
+ *     its owner is running and will pick it.
+ *  I6 weft_run ends only when every fiber ever spawned has exited: the
+ *     per-worker spawned and exited counters sum equal (runtime.c).
+ *
+ * The idle protocol. Spinning (searching):
+ *  S1 A worker with nothing local becomes searching only if fewer than
+ *     half of the non-parked workers already are (2*nsearching < W -
+ *     nparked); otherwise it goes straight to P1. A worker woken by W4, or
+ *     one whose re-check found work (P5), is searching already.
+ *  S2 Up to STEAL_ROUNDS rounds over the other workers in topology order
+ *     (sharing L2, then L3, then NUMA node, then the rest; random start
+ *     within each level), stealing half of each deque, then a batch from
+ *     the global queue; a short pause between rounds.
+ *  S3 Found work: searching ends (nsearching--). If this worker was the
+ *     last searcher it calls wakep (W1): there may be more work and nobody
+ *     is looking. Parallelism thus ramps up one worker at a time.
+ * Parking:
+ *  P1 If searching, nsearching-- (seq_cst).
+ *  P2 Termination check (runtime.c), after a seq_cst fence (two workers
+ *     counting their last exits together must not both miss the other):
+ *     if every fiber has exited, shut down and wake every parked worker.
+ *  P3 Under idle_lock: push self on the idle list, nparked++ (seq_cst).
+ *  P4 poller_prepare: state PARKING, then a seq_cst fence.
+ *  P5 Re-check everything a waker could have published: the global queue,
+ *     the own inbox, every deque, the shutdown flag. If anything is there:
+ *     poller_cancel, leave the idle list (P7), become searching, go to S2.
+ *  P6 poller_wait until woken, an I/O event, or the next own timer.
+ *  P7 Under idle_lock: if still on the idle list, leave it (nparked--);
+ *     otherwise a waker popped us (W3) and handed us its nsearching
+ *     count: we are searching.
+ * Waking, after publishing stealable work with a seq_cst operation (the
+ * add to the global queue length or an inbox length) or a plain store
+ * followed by a seq_cst fence (a deque push: the fiber a spawn or wake-up
+ * displaces from runnext, a batch taken from the global queue, fibers
+ * stolen by the last searcher):
+ *  W1 If nsearching > 0 or nparked == 0, stop: a searcher will see the
+ *     work, or will re-check at P5 before it sleeps; a worker about to
+ *     park re-checks at P5 too.
+ *  W2 CAS nsearching 0 -> 1. If that fails somebody else is searching or
+ *     waking: stop. This is what prevents a thundering herd: one wake-up
+ *     per burst of work, and more only as searchers find work (S3).
+ *  W3 Under idle_lock pop a parked worker (nparked--) and mark it
+ *     handed_search. If there is none, nsearching-- and stop: the worker
+ *     that left the list is awake and searching.
+ *  W4 poller_wake it: one eventfd write, only if it is in P4..P6.
+ * Why no wake-up is lost (I5): a worker can only sleep at P6 after
+ * registering at P3 and fencing at P4. A waker publishes, then reads
+ * nsearching and nparked after a seq_cst operation. Either the waker's
+ * reads come after the sleeper's P3/P4 in the seq_cst order, so it sees
+ * nparked > 0 and goes on to W2; or they come before, and the sleeper's
+ * P5 re-check comes after the publication and sees the work. If W1 or W2
+ * stop because nsearching > 0, the searcher counted there has not yet
+ * done its P1 decrement (the read saw it), so its P5 re-check comes after
+ * the publication and sees the work. poller_prepare/poller_wake use the
+ * same argument between one waker and one sleeper's poller state (the
+ * debug mode's inbox pushes, the shutdown broadcast).
+ *
+ * Rejected approaches.
+ *  - A switch through the scheduler context on every fiber change (Go's
+ *    g0): simplest to reason about, but two switches per yield.
+ *  - A stealable runnext (Go's): every spawn and wake-up would pay a
+ *    locked exchange, and a wake-up fence for work that its own worker is
+ *    about to run anyway. Here the slot holds one fiber, which runs as
+ *    soon as the current fiber blocks, yields or ends; the fiber it
+ *    displaces goes to the deque and is stealable from then on.
+ *  - Handing a newly runnable fiber directly to a parked worker (also
+ *    rejected by Go): it thrashes worker state and destroys the locality
+ *    runnext exists for; the woken worker steals instead.
+ *  - Waking a worker on every ready, or all of them: a thundering herd
+ *    of workers that find nothing and park again (W2 bounds it to one).
+ *  - An owner-FIFO run queue (Go's, where the owner CASes the head too),
+ *    or a fairness tick that runs the oldest local fiber: fair by
+ *    construction, but fork-join programs then run breadth-first and keep
+ *    a stack alive per started fiber (fib(30) peaked at 9005 live stacks
+ *    that way, against 30 depth-first). The price of LIFO: a fiber in the
+ *    deque can wait as long as its worker keeps producing newer work;
+ *    idle workers steal oldest-first, yields rotate, and the global queue
+ *    is served every 61 picks.
+ *  - A global live-fiber counter for weft_run's termination: two
+ *    contended atomic additions per fiber on one cache line; per-worker
+ *    counters written by their owner cost plain stores and are summed
+ *    only by a worker about to park.
+ *  - Claiming a whole half with one CAS in steal-half: not correct with
+ *    this deque (see deque.c).
+ *  - Parking on a futex and leaving I/O to a separate poller thread: two
+ *    wake-up paths, and a thread handoff for every I/O event. With epoll
+ *    as the park point a parked worker is also the one that polls.
+ *  - Work-first spawn (run the child at once, the parent goes to the
+ *    deque): it bounds live stacks as well, but weft_spawn would then
+ *    switch (and migrate) its caller, and the contract says calls that
+ *    return a pointer never park; runnext plus the exit-to-joiner handoff
+ *    give the same depth-first order without that.
+ */
+#include "sched/sched.h"
+#include "sched/fence.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "common/alloc.h"
+
+#define RUNNEXT_BUDGET 16
+#define FAIRNESS_TICK  61
+#define TIMER_BATCH    32
+#define STACK_RETRY_NS 1000000   /* retry a fiber that got no stack after 1 ms */
+
+static __thread struct worker *tls_worker __attribute__((tls_model("initial-exec")));
+
+__attribute__((noinline)) struct worker *weft__worker_self(void)
+{
+    return tls_worker;
+}
+
+void weft__worker_bind(struct worker *w)
+{
+    tls_worker = w;
+}
+
+/* ---- local queues ------------------------------------------------------------ */
+
+/* f just became stealable (a plain release store into the deque): wake an
+ * idle worker if the protocol says so. The fence makes the release store
+ * count as a seq_cst publication for W1. Owner worker. */
+static void published_to_deque(void)
+{
+    if (weft__rt.nworkers > 1) {
+        weft__fence_seq_cst();
+        weft__wakep();
+    }
+}
+
+/* Owner worker. */
+static void push_local(struct worker *w, struct weft_fiber *f)
+{
+    if (__builtin_expect(deque_push(&w->dq, f) != 0, 0)) {
+        /* Full: the older half and f go to the global queue, where every
+         * worker can find them. */
+        weft__global_spill(&w->dq, f);
+        weft__wakep(); /* the spill published with a seq_cst add */
+    }
+}
+
+/* Make f the next fiber to run here; the fiber it displaces becomes
+ * stealable. Owner worker. */
+static void put_runnext(struct worker *w, struct weft_fiber *f)
+{
+    struct weft_fiber *old = w->runnext;
+    w->runnext = f;
+    if (old) {
+        push_local(w, old);
+        published_to_deque();
+    }
+}
+
+/* Owner worker. */
+static struct weft_fiber *take_oldest(struct worker *w)
+{
+    void *x;
+    return deque_take_oldest(&w->dq, &x, 1) ? x : NULL;
+}
+
+/* A fiber bound to another worker's queue (debug migration): into that
+ * worker's inbox, waking it if it sleeps. Owner worker w. */
+static void push_remote(struct worker *w, struct weft_fiber *f)
+{
+    unsigned n = weft__rt.nworkers; /* > 1: see weft__rt.migrate */
+    unsigned t = (w->index + 1 + (unsigned)(weft__rand(w) % (n - 1))) % n;
+    struct worker *v = &weft__rt.workers[t];
+    f->link = NULL;
+    pthread_mutex_lock(&v->inbox_lock);
+    if (v->inbox_tail)
+        v->inbox_tail->link = f;
+    else
+        v->inbox_head = f;
+    v->inbox_tail = f;
+    /* seq_cst: the publication v's re-check (P5) and poller_wake's load
+     * of v's poller state are ordered against. */
+    atomic_fetch_add_explicit(&v->inbox_len, 1, memory_order_seq_cst);
+    pthread_mutex_unlock(&v->inbox_lock);
+    poller_wake(v->poller);
+}
+
+/* Empty the inbox: return its first fiber, to run here at once (it was
+ * sent here to move), and queue the rest. Owner worker. */
+static struct weft_fiber *drain_inbox(struct worker *w)
+{
+    pthread_mutex_lock(&w->inbox_lock);
+    struct weft_fiber *first = w->inbox_head;
+    w->inbox_head = w->inbox_tail = NULL;
+    /* Relaxed: with inbox_lock held; emptying publishes nothing. */
+    atomic_store_explicit(&w->inbox_len, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&w->inbox_lock);
+    if (!first || !first->link)
+        return first;
+    for (struct weft_fiber *f = first->link, *next; f; f = next) {
+        next = f->link;
+        push_local(w, f);
+    }
+    published_to_deque();
+    return first;
+}
+
+/* Owner worker. */
+static void fire_timers(struct worker *w)
+{
+    int64_t now = weft__now();
+    struct weft__timer *due[TIMER_BATCH];
+    int n = 0;
+    while (n < TIMER_BATCH && (due[n] = timer_pop_due(&w->timers, now)) != NULL)
+        n++;
+    /* Latest deadline first: each ready pushes the previous runnext
+     * occupant down the LIFO deque, so the earliest one runs first. */
+    while (n > 0) {
+        struct weft__timer *t = due[--n];
+        t->fire(t);
+    }
+}
+
+/* The next fiber to run from this worker's own sources; NULL if none.
+ * Owner worker. */
+static struct weft_fiber *pick_local(struct worker *w, int yielding)
+{
+    struct weft_fiber *f;
+    if (w->timers.n)
+        fire_timers(w);
+    /* Relaxed: a hint; the inbox is re-read under its lock, and the park
+     * re-check (P5) reads it again after a fence. */
+    if (atomic_load_explicit(&w->inbox_len, memory_order_relaxed) && (f = drain_inbox(w)))
+        return f;
+    if (++w->tick == FAIRNESS_TICK) {
+        w->tick = 0;
+        if ((f = weft__global_take(&w->dq, 1)))
+            return f;
+    }
+    if (yielding && (f = take_oldest(w)))
+        return f;
+    if ((f = w->runnext) && w->runnext_streak < RUNNEXT_BUDGET) {
+        w->runnext = NULL;
+        w->runnext_streak++;
+        return f;
+    }
+    w->runnext_streak = 0;
+    if ((f = deque_pop(&w->dq))) {
+        /* The next one's control block is probably cold (a burst of
+         * spawns outgrows the cache): start loading it now. */
+        void *next = deque_peek(&w->dq);
+        if (next)
+            __builtin_prefetch(next, 1);
+        return f;
+    }
+    if ((f = w->runnext)) {
+        w->runnext = NULL;
+        w->runnext_streak = 1;
+        return f;
+    }
+    /* The deque is empty here, so it has room for the batch. */
+    f = weft__global_take(&w->dq, (unsigned)(deque_capacity(&w->dq) / 2));
+    if (f && deque_size(&w->dq) > 0)
+        published_to_deque(); /* the rest of the batch is stealable */
+    return f;
+}
+
+/* ---- starting, switching, handoffs ---------------------------------------- */
+
+static void fiber_entry(void *val);
+
+/* Give f its stack on its first pick. 0, or -1 if no stack could be had.
+ * Owner worker. */
+static int start_fiber(struct weft_fiber *f)
+{
+    weft__stack *s = weft__stack_get((size_t)f->stack_kib * 1024);
+    if (!s)
+        return -1;
+    weft__ctx_make(&f->ctx, s, fiber_entry);
+    f->ctx.owner_kind = WEFT__OWNER_FIBER;
+    f->ctx.owner_id = f->id;
+    f->ctx.owner_name = f->name;
+    /* Relaxed: a flag read on its own by weft_spawn; checked first so
+     * the common case does not write the shared line. */
+    if (atomic_load_explicit(&weft__rt.stack_starved, memory_order_relaxed))
+        atomic_store_explicit(&weft__rt.stack_starved, 0, memory_order_relaxed);
+    return 0;
+}
+
+static void retry_start(struct weft__timer *t)
+{
+    weft__ready(weft__container_of(t, struct weft_fiber, timer));
+}
+
+/* No stack for f now: retry in a while; meanwhile weft_spawn fails with
+ * EAGAIN. Returns 1 if f went to a timer, 0 if to the global queue (then
+ * the caller must not pick again at once). Owner worker. */
+static int defer_start(struct worker *w, struct weft_fiber *f)
+{
+    /* Relaxed: see start_fiber. */
+    atomic_store_explicit(&weft__rt.stack_starved, 1, memory_order_relaxed);
+    timer_init(&f->timer, retry_start);
+    if (timer_add(&w->timers, &f->timer, weft__now() + STACK_RETRY_NS) == 0)
+        return 1;
+    weft__global_push(f);
+    return 0;
+}
+
+/* pick_local, with the picked fiber's stack in place. Owner worker. */
+static struct weft_fiber *pick_runnable(struct worker *w, int yielding)
+{
+    for (;;) {
+        struct weft_fiber *f = pick_local(w, yielding);
+        if (!f || f->ctx.stack || start_fiber(f) == 0)
+            return f;
+        if (!defer_start(w, f))
+            return NULL;
+    }
+}
+
+/* Yield handoff: back on a run queue. A yield wakes nobody: this worker
+ * is busy and will run the fiber itself. Owner worker. */
+static void requeue(struct worker *w, struct weft_fiber *f)
+{
+    if (weft__rt.migrate)
+        push_remote(w, f);
+    else
+        push_local(w, f);
+}
+
+/* Perform the handoff the previous context left: the first thing every
+ * context does when it gets the CPU back. Whatever thread we are on now. */
+static void after_switch(void)
+{
+    struct worker *w = weft__worker_self();
+    int h = w->handoff;
+    if (h == HANDOFF_NONE)
+        return;
+    struct weft_fiber *prev = w->handoff_fiber;
+    w->handoff = HANDOFF_NONE;
+    switch (h) {
+    case HANDOFF_YIELD:
+        requeue(w, prev);
+        break;
+    case HANDOFF_PARK:
+        if (!w->park_commit(prev, w->park_arg))
+            put_runnext(w, prev);
+        break;
+    case HANDOFF_EXIT:
+        weft__fiber_finish(prev, 0);
+        break;
+    case HANDOFF_EXIT_TO_JOINER:
+        weft__fiber_finish(prev, 1);
+        break;
+    }
+}
+
+/* Switch from the running fiber self to next (NULL: the scheduler
+ * context), leaving `handoff` for the next context to perform. Returns
+ * when self runs again, possibly on another worker. Owner worker. */
+static void switch_away(struct worker *w, struct weft_fiber *self,
+                        struct weft_fiber *next, int handoff)
+{
+    w->handoff = handoff;
+    w->handoff_fiber = self;
+    w->current = next;
+    weft__ctx_switch(&self->ctx, next ? &next->ctx : &w->sched_ctx, next);
+    after_switch();
+}
+
+__attribute__((noreturn)) static void exit_fiber(struct weft_fiber *self)
+{
+    struct worker *w = weft__worker_self();
+    /* A parked joiner runs next, as if woken into runnext: it inherits
+     * the budget (and the debug mode moves it through weft__ready). */
+    struct weft_fiber *next = NULL;
+    if (!weft__rt.migrate && w->runnext_streak < RUNNEXT_BUDGET &&
+        (next = weft__fiber_claim_joiner(self)) != NULL) {
+        w->runnext_streak++;
+        w->handoff = HANDOFF_EXIT_TO_JOINER;
+    } else {
+        next = pick_runnable(w, 0);
+        w->handoff = HANDOFF_EXIT;
+    }
+    w->handoff_fiber = self;
+    w->current = next;
+    weft__ctx_exit(&self->ctx, next ? &next->ctx : &w->sched_ctx, next);
+}
+
+/* First code of every fiber, on its fresh stack; val is the fiber. */
+static void fiber_entry(void *val)
+{
+    struct weft_fiber *f = val;
+    after_switch();
+    f->arg = f->fn(f->arg);
+    exit_fiber(f);
+}
+
+/* ---- the calls the rest of the runtime builds on ------------------------- */
+
+void weft__ready(struct weft_fiber *f)
+{
+    struct worker *w = weft__worker_self();
+    if (!w) {
+        weft__global_push(f);
+        weft__wakep(); /* the push published with a seq_cst add */
+        return;
+    }
+    if (weft__rt.migrate)
+        push_remote(w, f);
+    else
+        put_runnext(w, f);
+}
+
+void weft__park(int (*commit)(struct weft_fiber *self, void *arg), void *arg)
+{
+    struct worker *w = weft__worker_self();
+    struct weft_fiber *self = w->current;
+    struct weft_fiber *next = pick_runnable(w, 0);
+    w->park_commit = commit;
+    w->park_arg = arg;
+    switch_away(w, self, next, HANDOFF_PARK);
+}
+
+void weft_yield(void)
+{
+    struct worker *w = weft__worker_self();
+    struct weft_fiber *self = w ? w->current : NULL;
+    if (!self) {
+        sched_yield();
+        return;
+    }
+    struct weft_fiber *next = pick_runnable(w, 1);
+    /* Nothing else to run here: carry on, unless the debug mode wants
+     * this fiber moved anyway. */
+    if (!next && !weft__rt.migrate)
+        return;
+    switch_away(w, self, next, HANDOFF_YIELD);
+}
+
+void weft__worker_loop(struct worker *w)
+{
+    weft__ctx_init_current(&w->sched_ctx);
+    for (;;) {
+        struct weft_fiber *f = pick_runnable(w, 0);
+        if (!f) {
+            f = weft__search(w);
+            if (f && !f->ctx.stack && start_fiber(f) != 0) {
+                defer_start(w, f);
+                continue;
+            }
+        }
+        if (!f) {
+            if (weft__idle(w))
+                break;
+            continue;
+        }
+        if (w->searching)
+            weft__stop_searching(w);
+        w->current = f;
+        weft__ctx_switch(&w->sched_ctx, &f->ctx, f);
+        after_switch();
+    }
+}
+
+void weft__worker_cleanup(struct worker *w)
+{
+    weft__fiber_cache_release(w);
+    timer_heap_destroy(&w->timers);
+}
