@@ -200,7 +200,7 @@ static int read_small_file(const char *path, char *buf, size_t cap)
 }
 
 /* "max PERIOD" -> 0; "QUOTA PERIOD" -> ceil(QUOTA / PERIOD). */
-static unsigned parse_cpu_max(const char *s)
+unsigned topo_parse_cpu_max(const char *s)
 {
     char *end;
     if (strncmp(s, "max", 3) == 0)
@@ -217,8 +217,13 @@ static unsigned parse_cpu_max(const char *s)
 
 unsigned topo_cpu_quota(void)
 {
+    return topo_cpu_quota_from("/proc/self/cgroup", "/sys/fs/cgroup");
+}
+
+unsigned topo_cpu_quota_from(const char *proc_cgroup, const char *root)
+{
     char buf[4096];
-    if (read_small_file("/proc/self/cgroup", buf, sizeof buf) != 0)
+    if (read_small_file(proc_cgroup, buf, sizeof buf) != 0)
         return 0;
     /* The cgroup v2 entry is the one with hierarchy id 0: "0::/path". */
     char *line = strstr(buf, "0::");
@@ -230,7 +235,7 @@ unsigned topo_cpu_quota(void)
     path[strcspn(path, "\n")] = 0;
 
     char dir[PATH_MAX];
-    int len = snprintf(dir, sizeof dir, "/sys/fs/cgroup%s", path);
+    int len = snprintf(dir, sizeof dir, "%s%s", root, path);
     if (len <= 0 || (size_t)len >= sizeof dir)
         return 0;
     while (len > 1 && dir[len - 1] == '/')
@@ -241,12 +246,12 @@ unsigned topo_cpu_quota(void)
         char file[PATH_MAX + 16], val[128];
         snprintf(file, sizeof file, "%s/cpu.max", dir);
         if (read_small_file(file, val, sizeof val) == 0) {
-            unsigned q = parse_cpu_max(val);
+            unsigned q = topo_parse_cpu_max(val);
             if (q && (!best || q < best))
                 best = q;
         }
         char *slash = strrchr(dir, '/');
-        if (!slash || (size_t)(slash - dir) < sizeof "/sys/fs/cgroup" - 1)
+        if (!slash || (size_t)(slash - dir) < strlen(root))
             break;
         *slash = 0;
     }

@@ -56,5 +56,12 @@ void topo_victims(const struct topo *tp, unsigned n, unsigned self,
  * cgroup and its ancestors (the smallest wins); 0 when none is set or
  * cgroup v2 is not mounted. */
 unsigned topo_cpu_quota(void);
+/* The same, reading the cgroup membership from proc_cgroup (a file in the
+ * format of /proc/self/cgroup) and the hierarchy under root (the cgroup2
+ * mount): for tests. Any thread. */
+unsigned topo_cpu_quota_from(const char *proc_cgroup, const char *root);
+/* One cpu.max value: "max PERIOD" -> 0, "QUOTA PERIOD" ->
+ * ceil(QUOTA / PERIOD), anything unparsable -> 0. */
+unsigned topo_parse_cpu_max(const char *s);
 
 #endif
