@@ -23,11 +23,12 @@ status=0
 setup() { # dir, meson options...
     local dir=$1
     shift
-    if [ -f "$dir/build.ninja" ]; then
-        meson setup --reconfigure "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; return 1; }
-    else
-        meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; return 1; }
-    fi
+    local log
+    log=$(mktemp)
+    local reconf=()
+    [ -f "$dir/build.ninja" ] && reconf=(--reconfigure)
+    meson setup "${reconf[@]}" "$dir" "$@" >"$log" 2>&1 || { cat "$log"; rm -f "$log"; return 1; }
+    rm -f "$log"
     ninja -C "$dir"
 }
 
