@@ -309,6 +309,8 @@ size_t weft__stack_used(const weft__stack *s)
 #define NCLASSES   7
 #define POOLED_MAX ((size_t)MIN_SIZE << (NCLASSES - 1)) /* 1 MiB */
 #define POOL_BYTES ((size_t)256 << 20) /* per class, at most */
+#define MIN_SHIFT  14
+_Static_assert(MIN_SIZE == (size_t)1 << MIN_SHIFT, "MIN_SHIFT is log2(MIN_SIZE)");
 
 struct cache {
     weft__stack *slot[NCLASSES][CACHE_MAX];
@@ -340,6 +342,14 @@ static size_t size_class(size_t size, int *cls)
     }
     *cls = c;
     return cs;
+}
+
+/* The class of a size size_class() has already served (a stack's own
+ * size, the default): a power of two from MIN_SIZE up to POOLED_MAX, or a
+ * larger one (-1). The get and put fast paths, without the loop. */
+static inline int served_class(size_t size)
+{
+    return size <= POOLED_MAX ? __builtin_ctzl(size) - MIN_SHIFT : -1;
 }
 
 static size_t pool_cap(int cls)
@@ -397,14 +407,16 @@ static struct cache *cache_get(void)
 
 weft__stack *weft__stack_get(size_t size)
 {
-    if (size == 0)
-        size = weft__stack_default_size();
-    if (size > MAX_SIZE) {
+    int cls;
+    if (size == 0) {
+        size = weft__stack_default_size(); /* served already */
+        cls = served_class(size);
+    } else if (size > MAX_SIZE) {
         errno = EINVAL;
         return NULL;
+    } else {
+        size = size_class(size, &cls);
     }
-    int cls;
-    size = size_class(size, &cls);
     if (cls >= 0) {
         weft__stack *s = NULL;
         struct cache *c = tcache;
@@ -434,8 +446,7 @@ void weft__stack_put(weft__stack *s)
      * poisoned redzones behind; the next owner starts clean. */
     __asan_unpoison_memory_region(s->lo, (size_t)(s->top - s->lo));
 #endif
-    int cls;
-    size_class(s->size, &cls);
+    int cls = served_class(s->size);
     if (cls < 0) {
         stack_unmap(s);
         return;

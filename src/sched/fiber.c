@@ -193,7 +193,8 @@ struct weft_fiber *weft__fiber_new(struct worker *w, const weft_spawn_opts *o,
     atomic_store_explicit(&f->join, o->detached ? JOIN_DETACHED : JOIN_RUNNING,
                           memory_order_relaxed);
     atomic_store_explicit(&f->claimed, o->detached ? 1 : 0, memory_order_relaxed);
-    timer_init(&f->timer, NULL);
+    /* f->timer is left as it is: whoever arms it initializes it first
+     * (weft_sleep, defer_start in sched.c). */
     if (o->name && set_name(f, o->name) != 0) {
         weft__fiber_free(f);
         return NULL;
@@ -201,17 +202,23 @@ struct weft_fiber *weft__fiber_new(struct worker *w, const weft_spawn_opts *o,
     return f;
 }
 
-void weft__fiber_free(struct weft_fiber *f)
+/* weft__fiber_free for a caller that knows its worker w (NULL: none).
+ * The calling thread (w's). */
+static void fiber_free_on(struct worker *w, struct weft_fiber *f)
 {
-    if (f->name) {
+    if (__builtin_expect(f->name != NULL, 0)) {
         weft__free(f->name, WEFT__FIBER_NAME);
         f->name = NULL;
     }
-    struct worker *w = weft__worker_self();
     if (w)
         cache_put(w, f);
     else
         weft__free(f, sizeof *f);
+}
+
+void weft__fiber_free(struct weft_fiber *f)
+{
+    fiber_free_on(weft__worker_self(), f);
 }
 
 /* ---- spawning ------------------------------------------------------------ */
@@ -249,7 +256,7 @@ weft_fiber *weft_spawn_ex(const weft_spawn_opts *o, weft_fn fn, void *arg)
         atomic_store_explicit(&w->nspawned,
                               atomic_load_explicit(&w->nspawned, memory_order_relaxed) + 1,
                               memory_order_relaxed);
-        weft__ready(f);
+        weft__ready_local(w, f);
     } else if (weft__submit_foreign(f) != 0) {
         weft__fiber_free(f);
         errno = EPERM;
@@ -296,21 +303,18 @@ struct weft_fiber *weft__fiber_claim_joiner(struct weft_fiber *f)
     uintptr_t j = atomic_load_explicit(&f->join, memory_order_acquire);
     if (!is_fiber_joiner(j))
         return NULL;
-    /* Release: publishes the result (in arg) to the joiner. DONE before
-     * our last switch is safe: only the joiner acts on DONE (the join was
-     * claimed, so no detach can), and it runs only when we switch to it.
-     * Failure relaxed: cannot happen (nobody else changes a waited-on
-     * word), but then the ordinary path handles it. */
-    if (!atomic_compare_exchange_strong_explicit(&f->join, &j, JOIN_DONE,
-                                                 memory_order_release,
-                                                 memory_order_relaxed))
-        return NULL;
+    /* A plain store, no exchange: once the word holds a parked joiner,
+     * nobody but this finisher writes it (the join was claimed, so no
+     * detach or second join gets that far, and the joiner runs only
+     * when we switch to it). Release: publishes the result (in arg) to
+     * the joiner; pairs with its acquire load in weft_join. DONE before
+     * our last switch is safe for the same reason. */
+    atomic_store_explicit(&f->join, JOIN_DONE, memory_order_release);
     return (struct weft_fiber *)j;
 }
 
-void weft__fiber_finish(struct weft_fiber *f, int joiner_claimed)
+void weft__fiber_finish(struct worker *w, struct weft_fiber *f, int joiner_claimed)
 {
-    struct worker *w = weft__worker_self();
     weft__ctx_destroy(&f->ctx);
     weft__stack_put(f->ctx.stack);
     f->ctx.stack = NULL;
@@ -320,11 +324,11 @@ void weft__fiber_finish(struct weft_fiber *f, int joiner_claimed)
          * joiner's saved state before readying it. */
         uintptr_t old = atomic_exchange_explicit(&f->join, JOIN_DONE, memory_order_acq_rel);
         if (old == JOIN_DETACHED)
-            weft__fiber_free(f);
+            fiber_free_on(w, f);
         else if (old & JOIN_THREAD)
             thread_waiter_wake((struct thread_waiter *)(old & ~JOIN_THREAD));
         else if (old != JOIN_RUNNING)
-            weft__ready((struct weft_fiber *)old);
+            weft__ready_local(w, (struct weft_fiber *)old);
     }
     /* Release: pairs with the acquire in quiescent() (runtime.c); counted
      * last, so that a worker deciding the runtime is over cannot race
@@ -377,18 +381,21 @@ int weft_join(weft_fiber *f, void **result)
      * data. */
     if (atomic_exchange_explicit(&f->claimed, 1, memory_order_relaxed))
         return -EINVAL;
-    /* Acquire: pairs with the exchange in weft__fiber_finish. */
+    /* Acquire: pairs with the exchange in weft__fiber_finish (or the
+     * store in weft__fiber_claim_joiner). */
     if (atomic_load_explicit(&f->join, memory_order_acquire) != JOIN_DONE) {
-        if (self)
+        if (self) {
             weft__park(join_commit, f);
-        else
+            w = weft__worker_self(); /* we may have moved */
+        } else {
             thread_join(f);
+        }
         /* Acquire: as above; we were readied after DONE was stored. */
         (void)atomic_load_explicit(&f->join, memory_order_acquire);
     }
     if (result)
         *result = f->arg; /* the result, once the fiber has finished */
-    weft__fiber_free(f);
+    fiber_free_on(w, f);
     return 0;
 }
 

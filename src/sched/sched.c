@@ -288,7 +288,8 @@ static void fire_timers(struct worker *w)
 
 /* The next fiber to run from this worker's own sources; NULL if none.
  * Owner worker. */
-static struct weft_fiber *pick_local(struct worker *w, int yielding)
+static inline __attribute__((always_inline))
+struct weft_fiber *pick_local(struct worker *w, int yielding)
 {
     struct weft_fiber *f;
     if (w->timers.n)
@@ -412,10 +413,10 @@ static void after_switch(void)
             put_runnext(w, prev);
         break;
     case HANDOFF_EXIT:
-        weft__fiber_finish(prev, 0);
+        weft__fiber_finish(w, prev, 0);
         break;
     case HANDOFF_EXIT_TO_JOINER:
-        weft__fiber_finish(prev, 1);
+        weft__fiber_finish(w, prev, 1);
         break;
     }
 }
@@ -471,6 +472,11 @@ void weft__ready(struct weft_fiber *f)
         weft__wakep(); /* the push published with a seq_cst add */
         return;
     }
+    weft__ready_local(w, f);
+}
+
+void weft__ready_local(struct worker *w, struct weft_fiber *f)
+{
     if (weft__rt.migrate)
         push_remote(w, f);
     else

@@ -68,8 +68,8 @@ struct weft_fiber *weft__fiber_new(struct worker *w, const weft_spawn_opts *o,
 /* Finish a fiber that has switched away for good: give its stack back,
  * then complete the join handshake (wake the joiner, or free the block if
  * detached) unless weft__fiber_claim_joiner already did. The worker it
- * ran on, in the handoff after the switch. */
-void weft__fiber_finish(struct weft_fiber *f, int joiner_claimed);
+ * ran on (w, the calling one), in the handoff after the switch. */
+void weft__fiber_finish(struct worker *w, struct weft_fiber *f, int joiner_claimed);
 /* f (running, about to exit) has a fiber parked in weft_join on it:
  * mark f done and return that joiner, which the caller must switch to
  * directly (nobody else will wake it). NULL if there is none. f's own
@@ -195,6 +195,8 @@ int64_t weft__now(void);
  * queue off-worker (waking an idle worker when the protocol says so). f
  * must be parked (or new) and on no queue. Any thread. */
 void weft__ready(struct weft_fiber *f);
+/* weft__ready for a caller that knows it is worker w. Owner worker w. */
+void weft__ready_local(struct worker *w, struct weft_fiber *f);
 /* Park the calling fiber. Once it has switched away, commit(self, arg)
  * runs on the worker; it publishes self to whoever will weft__ready it
  * (a wait list, a timer) and returns 1, or returns 0 to cancel the park,
