@@ -218,18 +218,7 @@ END_TEST
 
 /* ---- overflow detection --------------------------------------------------- */
 
-/* Recursion with no end in practice; the volatile bound only keeps the
- * compiler from proving it infinite. */
-static volatile unsigned long runaway_limit = ~0ul;
-
-static unsigned long runaway(unsigned long n)
-{
-    volatile char pad[512];
-    pad[0] = (char)n;
-    if (n == runaway_limit)
-        return 0;
-    return runaway(n + 1) + (unsigned long)pad[0];
-}
+DEFINE_RUNAWAY(runaway, 512)
 
 static void runaway_entry(void *val)
 {

@@ -79,6 +79,21 @@ static inline long test_scale(void)
     return s > 0 ? s : 1;
 }
 
+/* Recursion with no end in practice, for overflow tests; the volatile
+ * bound only keeps the compiler from proving it infinite. `frame` bytes
+ * of stack per call. */
+static volatile unsigned long runaway_limit = ~0ul;
+
+#define DEFINE_RUNAWAY(name, frame)                                 \
+    static unsigned long name(unsigned long n)                      \
+    {                                                               \
+        volatile char pad[frame];                                   \
+        pad[0] = (char)n;                                           \
+        if (n == runaway_limit)                                     \
+            return 0;                                               \
+        return name(n + 1) + (unsigned long)pad[0];                 \
+    }
+
 #define TEST_MAIN(make_suite)                                       \
     int main(void)                                                  \
     {                                                               \

@@ -135,14 +135,7 @@ void weft__ctx_entry_returned(void)
 
 void weft__ctx_exit(weft__ctx *from, weft__ctx *to, void *val)
 {
-    weft__ctx_check_canary(from);
-#if WEFT__ASAN
-    weft__ctx_asan_leave(from, to, 1);
-#endif
-#if WEFT__TSAN
-    __tsan_switch_to_fiber(to->tsan_fiber, 0);
-#endif
-    weft__ctx_running = to;
+    weft__ctx_leave(from, to, 1);
     weft__ctx_jump(&from->sp, to->sp, val);
     __builtin_unreachable();
 }

@@ -150,6 +150,23 @@ static inline void weft__ctx_check_canary(const weft__ctx *c)
         weft__ctx_overflow(c);
 }
 
+/* Everything a switch does before the jump: the canary check, the
+ * sanitizers' half, and the running-context note. exiting: `from` will
+ * never run again (ASan then frees its fake stack). */
+static inline void weft__ctx_leave(weft__ctx *from, weft__ctx *to, int exiting)
+{
+    weft__ctx_check_canary(from);
+#if WEFT__ASAN
+    weft__ctx_asan_leave(from, to, exiting);
+#else
+    (void)exiting;
+#endif
+#if WEFT__TSAN
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#endif
+    weft__ctx_running = to;
+}
+
 /*
  * Suspend `from` (the context running on this thread) and run `to`. Returns
  * the `val` of the switch that later resumes `from`. Calling thread only;
@@ -157,14 +174,7 @@ static inline void weft__ctx_check_canary(const weft__ctx *c)
  */
 static inline void *weft__ctx_switch(weft__ctx *from, weft__ctx *to, void *val)
 {
-    weft__ctx_check_canary(from);
-#if WEFT__ASAN
-    weft__ctx_asan_leave(from, to, 0);
-#endif
-#if WEFT__TSAN
-    __tsan_switch_to_fiber(to->tsan_fiber, 0);
-#endif
-    weft__ctx_running = to;
+    weft__ctx_leave(from, to, 0);
     void *r = weft__ctx_jump(&from->sp, to->sp, val);
 #if WEFT__ASAN
     weft__ctx_asan_arrive(from);
