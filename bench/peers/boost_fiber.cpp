@@ -7,7 +7,8 @@
 //                  leave their sums in the parent's array. -n: leaves.
 //   fib            naive fib(n), every call with n >= 2 runs fib(n-1) in a
 //                  child fiber and joins it. -n: n (default 30).
-//   spawn          a root fiber starts n empty fibers, then joins each one.
+//   spawn          a root fiber starts n empty fibers (with launch::dispatch
+//                  each runs to its end at once), then joins each one.
 //   yield          two fibers alternately call this_fiber::yield(), n
 //                  switches in total; always one thread.
 //   chan-pingpong  two fibers pass a token through two
@@ -180,13 +181,21 @@ double run_spawn(long long count)
     return ns / static_cast<double>(count);
 }
 
+// Checks that the fibers really alternate: after nearly every yield (start-
+// up and the last rounds aside) the other one must have run. last names the
+// fiber that ran most recently; one thread runs both.
 double run_yield(long long switches)
 {
-    long long half = switches / 2, counts[2] = {0, 0};
-    double ns = time_root([&counts, half] {
-        auto body = [&counts, half](int me) {
+    long long half = switches / 2, counts[2] = {0, 0}, alternated = 0;
+    if (half == 0)
+        peer_fail("yield needs at least 2 switches");
+    double ns = time_root([&counts, &alternated, half] {
+        int last = -1;
+        auto body = [&counts, &alternated, &last, half](int me) {
             for (long long i = 0; i < half; i++) {
+                last = me;
                 boost::this_fiber::yield();
+                alternated += last != me;
                 counts[me]++;
             }
         };
@@ -196,6 +205,9 @@ double run_yield(long long switches)
     });
     if (counts[0] != half || counts[1] != half)
         peer_fail("yield counts %lld/%lld, want %lld each", counts[0], counts[1], half);
+    if (alternated < 2 * half * 9 / 10 - 4)
+        peer_fail("yield: only %lld of %lld yields switched to the other fiber",
+                  alternated, 2 * half);
     return ns / static_cast<double>(2 * half);
 }
 

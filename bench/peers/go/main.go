@@ -1,6 +1,6 @@
-// Go peer for weft's scaling benchmarks (see bench/DEFINITIONS.md in the
-// shared notes): the same work written with goroutines and channels, run on
-// GOMAXPROCS=N, so weft's figures compare one to one with Go's.
+// Go peer for weft's scaling benchmarks: the work of each benchmark's
+// definition written with goroutines and channels, run on GOMAXPROCS=N, so
+// weft's figures compare one to one with Go's.
 //
 // Usage: peer-go <bench> [-w N] [-n SIZE]
 //
@@ -156,17 +156,29 @@ func runSpawn(count int64) (float64, error) {
 	return nsPer(t0, count), nil
 }
 
+// runYield checks that the goroutines really alternate: after nearly every
+// yield (start-up and the last rounds aside) the other one must have run.
+// last names the goroutine that ran most recently; the two never run at
+// once, GOMAXPROCS being 1.
 func runYield(switches int64) (float64, error) {
 	var wg sync.WaitGroup
-	var counts [2]int64
+	var counts, alternated [2]int64
+	last := -1
 	half := switches / 2
+	if half == 0 {
+		return 0, fmt.Errorf("yield needs at least 2 switches")
+	}
 	t0 := time.Now()
 	for g := 0; g < 2; g++ {
 		wg.Add(1)
 		go func(me int) {
 			defer wg.Done()
 			for i := int64(0); i < half; i++ {
+				last = me
 				runtime.Gosched()
+				if last != me {
+					alternated[me]++
+				}
 				counts[me]++
 			}
 		}(g)
@@ -175,6 +187,9 @@ func runYield(switches int64) (float64, error) {
 	ns := nsPer(t0, 2*half)
 	if counts[0] != half || counts[1] != half {
 		return 0, fmt.Errorf("yield: counts %d/%d, want %d each", counts[0], counts[1], half)
+	}
+	if alt := alternated[0] + alternated[1]; alt < 2*half*9/10-4 {
+		return 0, fmt.Errorf("yield: only %d of %d yields switched to the other goroutine", alt, 2*half)
 	}
 	return ns, nil
 }
