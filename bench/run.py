@@ -111,9 +111,10 @@ SUITE = [
     weft("yield", False),
     peer("go", "yield", False),
     peer("boost-fiber", "yield", False),
-    # weft's chan-pingpong and mutex come with channels and weft_mutex.
+    weft("chan-pingpong", (1, 2)),
     peer("go", "chan-pingpong", (1, 2)),
     peer("boost-fiber", "chan-pingpong", (1, 2)),
+    weft("mutex", True),
     peer("go", "mutex", True),
     peer("boost-fiber", "mutex", True),
 ]

@@ -17,8 +17,15 @@
  *           (10,000,000) switches in total. Always one worker, like the
  *           peers: -w is overridden with a note on stderr. unit=ns per
  *           switch.
+ *   chan-pingpong  two fibers pass a token through two unbuffered
+ *           channels (ping, pong), n (1,000,000) round trips; run at the
+ *           requested workers. unit=ns per round trip.
+ *   mutex   64 fibers on all workers increment one counter under one
+ *           weft_mutex, n (6,400,000) increments in total (n / 64 each),
+ *           as the Go and Boost.Fiber peers do. unit=ns per lock/unlock
+ *           pair.
  *
- * Usage: bench-sched <skynet|fib|spawn|yield> [-w N] [-n SIZE]
+ * Usage: bench-sched <skynet|fib|spawn|yield|chan-pingpong|mutex> [-w N] [-n SIZE]
  *
  * The worker count comes from -w, else from weft_config_init (which reads
  * WEFT_WORKERS, then falls back to one per physical core); the count
@@ -284,6 +291,97 @@ static int run_yield(long long switches, double *value)
     return 0;
 }
 
+/* ---- chan-pingpong ------------------------------------------------------- */
+
+struct pingpong {
+    weft_chan *ping, *pong;
+    long long  trips, last;
+    int        failed;
+};
+
+static void *pinger(void *arg)
+{
+    struct pingpong *p = arg;
+    for (long long i = 0; i < p->trips; i++)
+        if (weft_chan_send(p->ping, &i) != 0 || weft_chan_recv(p->pong, &p->last) != 0)
+            p->failed = 1;
+    return NULL;
+}
+
+static void *ponger(void *arg)
+{
+    struct pingpong *p = arg;
+    for (long long i = 0, v; i < p->trips; i++) {
+        if (weft_chan_recv(p->ping, &v) != 0)
+            p->failed = 1;
+        v++;
+        if (weft_chan_send(p->pong, &v) != 0)
+            p->failed = 1;
+    }
+    return NULL;
+}
+
+static int run_pingpong(long long trips, double *value)
+{
+    struct pingpong p = { weft_chan_new(sizeof(long long), 0),
+                          weft_chan_new(sizeof(long long), 0), trips, 0, 0 };
+    if (!p.ping || !p.pong)
+        die("weft_chan_new", errno);
+    double t0 = now_ns();
+    weft_fiber *a = spawn(pinger, &p);
+    weft_fiber *b = spawn(ponger, &p);
+    join(a);
+    join(b);
+    *value = (now_ns() - t0) / (double)trips;
+    weft_chan_free(p.ping);
+    weft_chan_free(p.pong);
+    if (p.failed || p.last != trips) {
+        fprintf(stderr, "bench-sched: chan-pingpong: last token %lld, want %lld\n",
+                p.last, trips);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- mutex ------------------------------------------------------------------ */
+
+#define MUTEX_FIBERS 64
+
+struct mutex_bench {
+    weft_mutex m;
+    long long  counter, per;
+};
+
+static void *mutex_loop(void *arg)
+{
+    struct mutex_bench *b = arg;
+    for (long long i = 0; i < b->per; i++) {
+        weft_mutex_lock(&b->m);
+        b->counter++;
+        weft_mutex_unlock(&b->m);
+    }
+    return NULL;
+}
+
+static int run_mutex(long long total, double *value)
+{
+    struct mutex_bench b = { WEFT_MUTEX_INIT, 0,
+                             total < MUTEX_FIBERS ? 1 : total / MUTEX_FIBERS };
+    weft_fiber *f[MUTEX_FIBERS];
+    double t0 = now_ns();
+    for (int i = 0; i < MUTEX_FIBERS; i++)
+        f[i] = spawn(mutex_loop, &b);
+    for (int i = 0; i < MUTEX_FIBERS; i++)
+        join(f[i]);
+    *value = (now_ns() - t0) / (double)(b.per * MUTEX_FIBERS);
+    if (b.counter != b.per * MUTEX_FIBERS) {
+        fprintf(stderr, "bench-sched: mutex counter %lld, want %lld\n", b.counter,
+                b.per * MUTEX_FIBERS);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- the harness ---------------------------------------------------------- */
 
 struct bench {
@@ -301,6 +399,8 @@ static const struct bench benches[] = {
     { "fib", "ms", 30, 0, run_fib },
     { "spawn", "ns", 1000000, 0, run_spawn },
     { "yield", "ns", 10000000, 1, run_yield },
+    { "chan-pingpong", "ns", 1000000, 0, run_pingpong },
+    { "mutex", "ns", 6400000, 0, run_mutex },
 };
 
 /* What main_fn is given and hands back. */
@@ -337,7 +437,7 @@ static int cmp_double(const void *a, const void *b)
 
 static __attribute__((noreturn)) void usage(void)
 {
-    fputs("usage: bench-sched skynet|fib|spawn|yield [-w N] [-n SIZE]\n", stderr);
+    fputs("usage: bench-sched skynet|fib|spawn|yield|chan-pingpong|mutex [-w N] [-n SIZE]\n", stderr);
     exit(2);
 }
 

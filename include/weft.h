@@ -10,13 +10,17 @@
  *  - Calls that return a pointer return NULL and set errno on failure.
  *  - Times are nanoseconds.
  *
- * This header is C11 and C++ clean and includes only standard headers.
+ * This header is C11 and C++ clean and includes only standard and POSIX
+ * headers (<sys/socket.h>, <sys/types.h>, <sys/uio.h> for the I/O calls).
  */
 #ifndef WEFT_H
 #define WEFT_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #include <weft/version.h>
 
@@ -326,6 +330,306 @@ WEFT_EXPORT uint64_t weft_fiber_id(const weft_fiber *f);
  * NULL clears it), for weft-dump and overflow reports. Returns 0, or
  * -EPERM when called outside a fiber. */
 WEFT_EXPORT int weft_set_name(const char *name);
+
+/* ===================================================================== */
+/* Synchronisation                                                       */
+/* ===================================================================== */
+
+/*
+ * Fiber-aware mutex, condition variable, wait group and counting
+ * semaphore. A fiber that has to wait parks (its worker runs other
+ * fibers meanwhile); a plain thread that has to wait sleeps in the
+ * kernel (futex). Fibers and plain threads may share one object.
+ *
+ * The structs are embeddable so that they need no allocation: declare
+ * one, initialise it with its _init function or static initialiser, and
+ * simply stop using it when done (there is no destroy call). No waiter
+ * may be blocked on an object whose memory goes away. Their fields are
+ * private; a struct must not be copied while in use.
+ */
+
+/* Private: the wait queue every object below embeds (a lock word and an
+ * intrusive list of waiters). */
+struct weft_private_waitq {
+    unsigned _lock;
+    void    *_head;
+    void    *_tail;
+};
+#define WEFT_PRIVATE_WAITQ_INIT { 0, 0, 0 }
+
+/*
+ * weft_mutex: mutual exclusion, not recursive.
+ *
+ * weft_mutex_lock acquires m, waiting as long as it takes: it spins
+ * briefly, then parks the calling fiber (or blocks the calling thread).
+ * Waiters are queued first-come first-served; an unlock normally lets the
+ * woken waiter compete with newcomers (throughput), but a waiter that has
+ * waited over a millisecond gets the mutex handed to it directly, so no
+ * waiter starves.
+ * weft_mutex_trylock acquires m only if it is free: 0, or -EBUSY.
+ * weft_mutex_unlock releases m, which the caller must hold (it may be
+ * called from another fiber or thread than the one that locked it).
+ * Any fiber or thread, while the runtime runs or not.
+ */
+typedef struct weft_mutex {
+    unsigned            _state;
+    struct weft_private_waitq _q;
+} weft_mutex;
+#define WEFT_MUTEX_INIT { 0, WEFT_PRIVATE_WAITQ_INIT }
+
+WEFT_EXPORT void weft_mutex_init(weft_mutex *m);
+WEFT_EXPORT void weft_mutex_lock(weft_mutex *m);
+WEFT_EXPORT int  weft_mutex_trylock(weft_mutex *m);
+WEFT_EXPORT void weft_mutex_unlock(weft_mutex *m);
+
+/*
+ * weft_cond: condition variable, used with a weft_mutex.
+ *
+ * weft_cond_wait atomically releases m (which the caller holds) and waits
+ * until signalled; it reacquires m before returning. As with POSIX,
+ * wake-ups may be spurious in principle: wait in a loop on the predicate.
+ * weft_cond_timedwait does the same for at most timeout_ns nanoseconds
+ * (negative: no limit): 0 when signalled, -ETIMEDOUT when the time ran
+ * out (m is reacquired either way); it may return -ENOMEM if no timer
+ * could be armed.
+ * weft_cond_signal wakes the longest-waiting waiter, if any;
+ * weft_cond_broadcast wakes them all. Neither requires holding m.
+ * Any fiber or thread.
+ */
+typedef struct weft_cond {
+    struct weft_private_waitq _q;
+} weft_cond;
+#define WEFT_COND_INIT { WEFT_PRIVATE_WAITQ_INIT }
+
+WEFT_EXPORT void weft_cond_init(weft_cond *c);
+WEFT_EXPORT void weft_cond_wait(weft_cond *c, weft_mutex *m);
+WEFT_EXPORT int  weft_cond_timedwait(weft_cond *c, weft_mutex *m, int64_t timeout_ns);
+WEFT_EXPORT void weft_cond_signal(weft_cond *c);
+WEFT_EXPORT void weft_cond_broadcast(weft_cond *c);
+
+/*
+ * weft_wg: wait group (Go's sync.WaitGroup).
+ *
+ * weft_wg_add adds delta (which may be negative) to the counter;
+ * weft_wg_done subtracts one. When the counter reaches zero every waiter
+ * is released. A counter driven below zero is a program error: the
+ * process aborts. weft_wg_wait returns once the counter is zero (at once
+ * if it is). Add before starting what will call done. Any fiber or thread.
+ */
+typedef struct weft_wg {
+    int64_t             _count;
+    struct weft_private_waitq _q;
+} weft_wg;
+#define WEFT_WG_INIT { 0, WEFT_PRIVATE_WAITQ_INIT }
+
+WEFT_EXPORT void weft_wg_init(weft_wg *wg);
+WEFT_EXPORT void weft_wg_add(weft_wg *wg, int delta);
+WEFT_EXPORT void weft_wg_done(weft_wg *wg);
+WEFT_EXPORT void weft_wg_wait(weft_wg *wg);
+
+/*
+ * weft_sem: counting semaphore.
+ *
+ * weft_sem_init / WEFT_SEM_INIT(n) set the count to n. weft_sem_wait
+ * takes one unit, waiting while the count is zero; waiters are served in
+ * arrival order (a post hands its unit straight to the oldest waiter).
+ * weft_sem_timedwait waits at most timeout_ns nanoseconds (negative: no
+ * limit, 0: do not wait): 0, or -ETIMEDOUT (or -ENOMEM if no timer could
+ * be armed). weft_sem_post adds one unit or wakes one waiter.
+ * Any fiber or thread.
+ */
+typedef struct weft_sem {
+    unsigned            _count;
+    struct weft_private_waitq _q;
+} weft_sem;
+#define WEFT_SEM_INIT(n) { (n), WEFT_PRIVATE_WAITQ_INIT }
+
+WEFT_EXPORT void weft_sem_init(weft_sem *s, unsigned count);
+WEFT_EXPORT void weft_sem_wait(weft_sem *s);
+WEFT_EXPORT int  weft_sem_timedwait(weft_sem *s, int64_t timeout_ns);
+WEFT_EXPORT void weft_sem_post(weft_sem *s);
+
+/* ===================================================================== */
+/* Channels                                                              */
+/* ===================================================================== */
+
+/*
+ * Go-style channels carrying fixed-size values (copied in and out), for
+ * fibers and plain threads alike, on either end. Values from one sender
+ * arrive in the order sent.
+ *
+ * weft_chan_new makes a channel of elements of elem_size bytes (0 is
+ * allowed: pure signals; elem may then be NULL) with room for capacity
+ * buffered values; capacity 0 makes it unbuffered: a send completes only
+ * once a receiver has taken the value (rendezvous). Returns NULL with
+ * errno ENOMEM (or EINVAL for a size overflow).
+ *
+ * weft_chan_send copies *elem in, waiting for room or a receiver: 0, or
+ * -EPIPE if the channel is (or gets, while waiting) closed; the value is
+ * then not delivered. weft_chan_recv copies the next value to *elem,
+ * waiting for one: 0, or -EPIPE once the channel is closed and drained.
+ * The try variants never wait: -EAGAIN where they would. The timeout
+ * variants wait at most ns nanoseconds (negative: no limit, 0: do not
+ * wait): -ETIMEDOUT when the time ran out (-ENOMEM if no timer could be
+ * armed).
+ * weft_chan_close marks the channel closed and wakes every waiter
+ * (senders get -EPIPE; receivers drain what is buffered, then get
+ * -EPIPE); closing twice is harmless. weft_chan_free releases it: only
+ * once no fiber or thread uses it or can still reach it. weft_chan_len is
+ * the number of buffered values (a snapshot).
+ * Waiting fibers park; waiting threads sleep. Any fiber or thread.
+ */
+typedef struct weft_chan weft_chan;
+
+WEFT_EXPORT weft_chan *weft_chan_new(size_t elem_size, size_t capacity);
+WEFT_EXPORT int  weft_chan_send(weft_chan *ch, const void *elem);
+WEFT_EXPORT int  weft_chan_recv(weft_chan *ch, void *elem);
+WEFT_EXPORT int  weft_chan_try_send(weft_chan *ch, const void *elem);
+WEFT_EXPORT int  weft_chan_try_recv(weft_chan *ch, void *elem);
+WEFT_EXPORT int  weft_chan_send_timeout(weft_chan *ch, const void *elem, int64_t ns);
+WEFT_EXPORT int  weft_chan_recv_timeout(weft_chan *ch, void *elem, int64_t ns);
+WEFT_EXPORT void weft_chan_close(weft_chan *ch);
+WEFT_EXPORT void weft_chan_free(weft_chan *ch);
+WEFT_EXPORT size_t weft_chan_len(const weft_chan *ch);
+
+/*
+ * weft_select: wait on several channel operations, complete exactly one.
+ *
+ * cases[0..n) each name a channel, an op (WEFT_SEND with the value at
+ * elem, or WEFT_RECV into the buffer at elem) and receive `result`. A
+ * case is ready when its operation could complete at once; a case on a
+ * closed channel is ready too and completes with result -EPIPE. A NULL
+ * channel is never ready (Go's nil channel). Among the ready cases one is
+ * chosen uniformly at random; if none is, the call waits up to timeout_ns
+ * nanoseconds (negative: no limit; 0: just poll, Go's `default:`).
+ * Returns the index of the case that completed (its result is 0 or
+ * -EPIPE; the other cases' results are untouched), -ETIMEDOUT, -EINVAL
+ * for a bad op, cases NULL with n > 0, or n over INT_MAX, or -ENOMEM. A
+ * channel may appear in several cases. With no channel at all and no
+ * timeout it waits forever, like Go's empty select. Any fiber or thread.
+ */
+enum { WEFT_SEND = 1, WEFT_RECV = 2 };
+typedef struct weft_select_case {
+    weft_chan  *chan;    /* NULL: never ready (Go's nil channel)          */
+    int         op;      /* WEFT_SEND or WEFT_RECV                         */
+    void       *elem;    /* value to send / buffer to receive into         */
+    int         result;  /* out: 0, or -EPIPE when the channel was closed  */
+} weft_select_case;
+
+WEFT_EXPORT int weft_select(weft_select_case *cases, size_t n, int64_t timeout_ns);
+
+/* ===================================================================== */
+/* Network and file I/O                                                  */
+/* ===================================================================== */
+
+/*
+ * Fiber-aware wrappers of the POSIX fd calls. In a fiber, a call that
+ * would block parks the fiber instead (its worker runs other fibers) and
+ * resumes it when the fd is ready, through the worker's epoll (the
+ * netpoller). Every call returns a result >= 0 on success and a negative
+ * errno on failure, never -EINTR (interrupted calls are restarted), and in
+ * a fiber never -EAGAIN (except with MSG_DONTWAIT).
+ *
+ * Any fd may be passed. The first call on an fd from a fiber registers it
+ * with the netpoller and turns on O_NONBLOCK on its open file description
+ * (shared with dup()ed and inherited copies); the flag is left on
+ * afterwards, as Go does. Regular files and directories, which epoll
+ * cannot wait on, get the plain call (it blocks the worker for the disk
+ * access; a blocking pool is planned).
+ *
+ * Called outside a fiber (on a plain thread) the wrappers behave like the
+ * plain blocking call: when an fd the runtime made non-blocking is not
+ * ready they wait in poll(), honouring the per-fd timeouts; an fd the
+ * caller made non-blocking itself still fails with -EAGAIN, as the plain
+ * call would.
+ *
+ * Rules: close an fd used with these calls through weft_close (a plain
+ * close() followed by reuse of the number in the same run leaves the
+ * table's registration stale, and waits on the new fd may never end). At
+ * most one fiber may wait per direction of an fd at a time (one reader
+ * and one writer); a second waiter fails with -EBUSY. Closing an fd while
+ * another fiber is inside a call on it (not waiting) has the usual POSIX
+ * race.
+ */
+
+/* weft_read, weft_write, weft_readv, weft_writev - read(2), write(2),
+ * readv(2), writev(2). A read waits until some data (or end of file) is
+ * there and returns what one read(2) returns (short counts happen); a
+ * write waits until some of it can be written and returns the count
+ * written. -ETIMEDOUT when the fd's read or write timeout
+ * (weft_fd_timeouts) passes first, -EBADF for a bad or closed fd. */
+WEFT_EXPORT ssize_t weft_read(int fd, void *buf, size_t n);
+WEFT_EXPORT ssize_t weft_write(int fd, const void *buf, size_t n);
+WEFT_EXPORT ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt);
+WEFT_EXPORT ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt);
+
+/* weft_recv, weft_send, weft_recvfrom, weft_sendto - the socket calls, as
+ * weft_read and weft_write. MSG_DONTWAIT in flags: do not wait (-EAGAIN).
+ * Sending always adds MSG_NOSIGNAL (a closed peer gives -EPIPE, no
+ * SIGPIPE). -ENOTSOCK for an fd that is not a socket. */
+WEFT_EXPORT ssize_t weft_recv(int fd, void *buf, size_t n, int flags);
+WEFT_EXPORT ssize_t weft_send(int fd, const void *buf, size_t n, int flags);
+WEFT_EXPORT ssize_t weft_recvfrom(int fd, void *buf, size_t n, int flags,
+                                  struct sockaddr *a, socklen_t *al);
+WEFT_EXPORT ssize_t weft_sendto(int fd, const void *buf, size_t n, int flags,
+                                const struct sockaddr *a, socklen_t al);
+
+/* weft_accept - accept(2): wait for a connection on the listening socket
+ * fd and return the new socket, made O_NONBLOCK | O_CLOEXEC (also on a
+ * plain thread). a and al as for accept(2), may be NULL. Connections
+ * aborted before they were accepted are skipped. -ETIMEDOUT after the
+ * listener's read timeout. */
+WEFT_EXPORT int weft_accept(int fd, struct sockaddr *a, socklen_t *al);
+
+/* weft_connect - connect(2), waiting for the connection to complete (a
+ * non-blocking connect, then the result from SO_ERROR): 0, or
+ * -ECONNREFUSED, -ETIMEDOUT (the kernel's, or the fd's write timeout),
+ * ... */
+WEFT_EXPORT int weft_connect(int fd, const struct sockaddr *a, socklen_t al);
+
+/* weft_close - close(2), after waking every fiber waiting on fd: their
+ * calls fail with -EBADF. Also forgets the fd's per-fd state (timeouts).
+ * 0, or -EBADF, -EIO. */
+WEFT_EXPORT int weft_close(int fd);
+
+/*
+ * weft_wait_fd - wait until fd is ready for events (POLLIN, POLLOUT or
+ * both, from <poll.h>) or timeout_ns passes (negative: no limit; 0: just
+ * look). Returns the poll(2) revents (> 0: the requested bits that hold,
+ * and POLLERR / POLLHUP), -ETIMEDOUT, -EBADF (bad fd, or closed with
+ * weft_close meanwhile), -EINVAL (no event asked), -EBUSY (another fiber
+ * waits on that direction). Regular files are always ready.
+ */
+WEFT_EXPORT int weft_wait_fd(int fd, int events, int64_t timeout_ns);
+
+/*
+ * weft_fd_timeouts - per-fd timeouts, like SO_RCVTIMEO / SO_SNDTIMEO: a
+ * later read-side call (read, readv, recv, recvfrom, accept) or
+ * write-side call (write, writev, send, sendto, connect) on fd that has
+ * to wait longer than read_ns / write_ns nanoseconds fails with
+ * -ETIMEDOUT; the fd stays usable. 0 means no timeout (the default). Kept
+ * until weft_close. Returns 0, -EBADF, -EINVAL (negative), -ENOMEM.
+ */
+WEFT_EXPORT int weft_fd_timeouts(int fd, int64_t read_ns, int64_t write_ns);
+
+/*
+ * weft_listen_tcp - a TCP socket listening on host:port with backlog
+ * (SO_REUSEADDR set), O_NONBLOCK | O_CLOEXEC. host NULL or "" listens on
+ * every IPv4 address; a numeric IPv4 or IPv6 address is used directly; a
+ * name is resolved with getaddrinfo, which blocks the calling worker
+ * meanwhile. port 0 picks a free port (getsockname tells which). Returns
+ * the fd, or -EINVAL (port out of range), -ENXIO (unknown name),
+ * -EADDRINUSE, ...
+ */
+WEFT_EXPORT int weft_listen_tcp(const char *host, int port, int backlog);
+
+/*
+ * weft_dial_tcp - connect a TCP socket to host:port (resolved as in
+ * weft_listen_tcp; each address in turn), waiting at most timeout_ns in
+ * all (negative: no limit). Returns the fd (O_NONBLOCK | O_CLOEXEC), or
+ * -ETIMEDOUT, -ECONNREFUSED, -ENXIO, -EINVAL (port not in 1..65535), ...
+ */
+WEFT_EXPORT int weft_dial_tcp(const char *host, int port, int64_t timeout_ns);
 
 #ifdef __cplusplus
 }

@@ -240,6 +240,50 @@ START_TEST(delegate)
 }
 END_TEST
 
+START_TEST(chan_producer_consumer)
+{
+    assert_output("EXAMPLE_CHAN_PRODUCER_CONSUMER",
+                  "got 1\n"
+                  "got 2\n"
+                  "got 3\n"
+                  "got 4\n"
+                  "got 5\n"
+                  "got 6\n"
+                  "got 7\n"
+                  "got 8\n"
+                  "got 9\n"
+                  "got 10\n"
+                  "channel closed after 10 values, sum 55\n");
+}
+END_TEST
+
+START_TEST(chan_prime_sieve)
+{
+    assert_output("EXAMPLE_CHAN_PRIME_SIEVE",
+                  "2\n3\n5\n7\n11\n13\n17\n19\n23\n29\n"
+                  "31\n37\n41\n43\n47\n53\n59\n61\n67\n71\n");
+}
+END_TEST
+
+START_TEST(chan_worker_pool)
+{
+    assert_output("EXAMPLE_CHAN_WORKER_POOL",
+                  "collatz(1) = 0 steps\n"
+                  "collatz(2) = 1 steps\n"
+                  "collatz(3) = 7 steps\n"
+                  "collatz(4) = 2 steps\n"
+                  "collatz(5) = 5 steps\n"
+                  "collatz(6) = 8 steps\n"
+                  "collatz(7) = 16 steps\n"
+                  "collatz(8) = 3 steps\n"
+                  "collatz(9) = 19 steps\n"
+                  "collatz(10) = 6 steps\n"
+                  "collatz(11) = 14 steps\n"
+                  "collatz(12) = 9 steps\n"
+                  "12 jobs, 4 workers, 90 steps in all\n");
+}
+END_TEST
+
 static Suite *examples_suite(void)
 {
     Suite *s = suite_create("examples");
@@ -251,6 +295,12 @@ static Suite *examples_suite(void)
     tcase_add_test(tc, producer_consumer);
     tcase_add_test(tc, averager);
     tcase_add_test(tc, delegate);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("chan");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, chan_producer_consumer);
+    tcase_add_test(tc, chan_prime_sieve);
+    tcase_add_test(tc, chan_worker_pool);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -48,4 +48,27 @@ int  poller_wait(struct poller *p, int64_t timeout_ns);
  * Async-signal-safe. Any thread. */
 void poller_wake(struct poller *p);
 
+/* Readiness bits handed to netpoll_deliver. POLLER_ERR (error, hang-up)
+ * comes with both POLLER_IN and POLLER_OUT set, so both sides retry. */
+#define POLLER_IN   1u
+#define POLLER_OUT  2u
+
+/* Watch fd, edge-triggered, for input, output and peer hang-up, delivering
+ * its events with `data` (not NULL). 0, -EPERM (a file epoll cannot watch:
+ * regular files, directories), -EEXIST or another negative errno. The
+ * registration ends when the last descriptor of the open file is closed.
+ * Owner only (the count of registered fds is the owner's). */
+int  poller_register(struct poller *p, int fd, void *data);
+/* One fd registered here was closed (for the polling heuristic in
+ * poller_poll). Any thread. */
+void poller_forget(struct poller *p);
+/* Deliver the I/O events pending now, without waiting; returns at once
+ * when no fd is registered here. Returns the number of events delivered.
+ * Owner only, outside poller_prepare .. poller_wait. */
+int  poller_poll(struct poller *p);
+
+/* Implemented by the netpoller: fd events for `data`. Owner worker of the
+ * poller that delivers them, from poller_wait or poller_poll. */
+void netpoll_deliver(void *data, unsigned events);
+
 #endif

@@ -3,7 +3,8 @@
  *
  * One epoll instance per worker, with one eventfd registered once at
  * creation as the wake-up channel (its epoll data is NULL; fds the
- * netpoller registers later carry non-NULL data). Waiting uses
+ * netpoller registers carry their struct np_desc as data, and their
+ * events go to netpoll_deliver). Waiting uses
  * epoll_pwait2, whose timespec timeout has nanosecond resolution, so a
  * parked worker wakes for its next timer within the kernel's timer slack
  * rather than rounded up to the next millisecond; kernels before 5.11 lack
@@ -43,6 +44,9 @@ struct poller {
     int epfd;
     int evfd;
     _Atomic int state;
+    /* fds registered here and not yet closed through weft_close; only a
+     * heuristic for poller_poll (an fd closed with close() stays counted). */
+    _Atomic unsigned nfds;
 };
 
 /* 1: try epoll_pwait2; 0: the kernel lacks it. Relaxed: a cached fact;
@@ -56,6 +60,7 @@ int poller_init(struct poller **out)
     if (!p)
         return -ENOMEM;
     atomic_init(&p->state, P_RUNNING);
+    atomic_init(&p->nfds, 0);
     p->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (p->epfd < 0) {
         err = -errno;
@@ -134,19 +139,72 @@ static int wait_events(struct poller *p, struct epoll_event *evs, int64_t timeou
     return epoll_wait(p->epfd, evs, MAX_EVENTS, ms);
 }
 
-int poller_wait(struct poller *p, int64_t timeout_ns)
+#define EV_IN  (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
+#define EV_OUT (EPOLLOUT | EPOLLHUP | EPOLLERR)
+
+/* Hand the n events in evs to the netpoller; 1 if the eventfd was among
+ * them (it is drained). Owner only. */
+static int dispatch(struct poller *p, const struct epoll_event *evs, int n)
 {
-    struct epoll_event evs[MAX_EVENTS];
-    int n = wait_events(p, evs, timeout_ns);
-    int err = n < 0 && errno != EINTR ? -errno : 0;
     int woken = 0;
     for (int i = 0; i < n; i++) {
         if (evs[i].data.ptr == NULL) {
             uint64_t v;
             (void)!read(p->evfd, &v, sizeof v);
             woken = 1;
+            continue;
         }
+        unsigned ev = 0;
+        if (evs[i].events & EV_IN)
+            ev |= POLLER_IN;
+        if (evs[i].events & EV_OUT)
+            ev |= POLLER_OUT;
+        netpoll_deliver(evs[i].data.ptr, ev);
     }
+    return woken;
+}
+
+int poller_register(struct poller *p, int fd, void *data)
+{
+    struct epoll_event ev = {
+        .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+        .data.ptr = data,
+    };
+    if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+        return -errno;
+    /* Relaxed: a counter for the poller_poll heuristic only. */
+    atomic_fetch_add_explicit(&p->nfds, 1, memory_order_relaxed);
+    return 0;
+}
+
+void poller_forget(struct poller *p)
+{
+    /* Relaxed: as in poller_register. */
+    atomic_fetch_sub_explicit(&p->nfds, 1, memory_order_relaxed);
+}
+
+int poller_poll(struct poller *p)
+{
+    /* Relaxed: a hint; an fd registered by this owner is counted in
+     * program order, and one whose count is stale costs a syscall. */
+    if (atomic_load_explicit(&p->nfds, memory_order_relaxed) == 0)
+        return 0;
+    struct epoll_event evs[MAX_EVENTS];
+    int n = epoll_wait(p->epfd, evs, MAX_EVENTS, 0);
+    if (n <= 0)
+        return 0;
+    /* An eventfd event here is left over from a cancelled park (the state
+     * is RUNNING, so no waker writes now); draining it is harmless. */
+    dispatch(p, evs, n);
+    return n;
+}
+
+int poller_wait(struct poller *p, int64_t timeout_ns)
+{
+    struct epoll_event evs[MAX_EVENTS];
+    int n = wait_events(p, evs, timeout_ns);
+    int err = n < 0 && errno != EINTR ? -errno : 0;
+    int woken = n > 0 ? dispatch(p, evs, n) : 0;
     /* Relaxed: as in poller_cancel. A wake that moved the state to
      * NOTIFIED but has not written yet makes the next wait return early
      * once. */

@@ -23,12 +23,11 @@
 #include "sched/sched.h"
 
 #include <errno.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "sched/waitq.h"
 
 #define JOIN_RUNNING  ((uintptr_t)0)
 #define JOIN_DONE     ((uintptr_t)1)
@@ -37,7 +36,9 @@
 
 #define ID_BATCH      1024
 
-/* A plain thread blocked in weft_join; lives on that thread's stack. */
+/* A plain thread blocked in weft_join; lives on that thread's stack. It
+ * sleeps with the futex helpers of waitq.c, which every blocking object
+ * shares. */
 struct thread_waiter {
     _Alignas(8) _Atomic uint32_t done;
 };
@@ -280,7 +281,7 @@ static void thread_waiter_wake(struct thread_waiter *tw)
     /* The waiter may already have seen `done` and returned; waking a
      * futex word that is gone is harmless (at most a spurious wake-up of
      * whatever waits there next, which every futex user tolerates). */
-    syscall(SYS_futex, &tw->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    weft__futex_wake(&tw->done);
 }
 
 static int is_fiber_joiner(uintptr_t j)
@@ -366,7 +367,7 @@ static void thread_join(struct weft_fiber *f)
         return;
     /* Acquire: pairs with the release store in thread_waiter_wake. */
     while (!atomic_load_explicit(&tw.done, memory_order_acquire))
-        syscall(SYS_futex, &tw.done, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+        weft__futex_wait(&tw.done, 0, -1);
 }
 
 int weft_join(weft_fiber *f, void **result)

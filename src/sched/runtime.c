@@ -21,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include "sched/sched.h"
+#include "io/netpoll.h"
 #include "sched/fence.h"
 
 #include <errno.h>
@@ -335,6 +336,7 @@ static int run(const weft_config *cfg)
     /* Only a failed start leaves fibers behind (the main fiber). */
     weft__global_discard();
     weft__fiber_pool_release();
+    weft__netpoll_stop();
 
 out_workers:
     while (made > 0)

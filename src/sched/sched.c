@@ -38,7 +38,9 @@
  * saved yet.
  *
  * Picking (pick_local), in order: due timers are fired; the inbox is
- * drained (its first fiber runs at once); every 61st pick takes one fiber
+ * drained (its first fiber runs at once); every 61st pick polls the
+ * worker's epoll without waiting (the netpoller's I/O events ready their
+ * fibers, so a busy worker cannot starve them) and takes one fiber
  * from the global queue first, so it cannot starve behind a worker that
  * keeps making local work (Go's fairness tick); runnext, unless it has
  * been picked RUNNEXT_BUDGET times in a row (two fibers waking each other
@@ -229,13 +231,20 @@ static struct weft_fiber *take_oldest(struct worker *w)
     return deque_take_oldest(&w->dq, &x, 1) ? x : NULL;
 }
 
+static void push_inbox(struct worker *v, struct weft_fiber *f);
+
 /* A fiber bound to another worker's queue (debug migration): into that
  * worker's inbox, waking it if it sleeps. Owner worker w. */
 static void push_remote(struct worker *w, struct weft_fiber *f)
 {
     unsigned n = weft__rt.nworkers; /* > 1: see weft__rt.migrate */
     unsigned t = (w->index + 1 + (unsigned)(weft__rand(w) % (n - 1))) % n;
-    struct worker *v = &weft__rt.workers[t];
+    push_inbox(&weft__rt.workers[t], f);
+}
+
+/* f into v's inbox, waking v if it sleeps. Any thread. */
+static void push_inbox(struct worker *v, struct weft_fiber *f)
+{
     f->link = NULL;
     pthread_mutex_lock(&v->inbox_lock);
     if (v->inbox_tail)
@@ -300,6 +309,9 @@ struct weft_fiber *pick_local(struct worker *w, int yielding)
         return f;
     if (++w->tick == FAIRNESS_TICK) {
         w->tick = 0;
+        /* A busy worker's epoll is otherwise read only when it parks:
+         * deliver ready I/O here (a no-op without registered fds). */
+        poller_poll(w->poller);
         if ((f = weft__global_take(&w->dq, 1)))
             return f;
     }
@@ -481,6 +493,15 @@ void weft__ready_local(struct worker *w, struct weft_fiber *f)
         push_remote(w, f);
     else
         put_runnext(w, f);
+}
+
+void weft__ready_on(struct worker *v, struct weft_fiber *f)
+{
+    struct worker *w = weft__worker_self();
+    if (w == v && !weft__rt.migrate)
+        put_runnext(w, f);
+    else
+        push_inbox(v, f);
 }
 
 void weft__park(int (*commit)(struct weft_fiber *self, void *arg), void *arg)

@@ -197,6 +197,10 @@ int64_t weft__now(void);
 void weft__ready(struct weft_fiber *f);
 /* weft__ready for a caller that knows it is worker w. Owner worker w. */
 void weft__ready_local(struct worker *w, struct weft_fiber *f);
+/* Make f runnable on worker v in particular (its inbox, or its run-next
+ * slot when the caller is v): for a fiber that must disarm a timer in v's
+ * heap. f as for weft__ready. Any thread. */
+void weft__ready_on(struct worker *v, struct weft_fiber *f);
 /* Park the calling fiber. Once it has switched away, commit(self, arg)
  * runs on the worker; it publishes self to whoever will weft__ready it
  * (a wait list, a timer) and returns 1, or returns 0 to cancel the park,

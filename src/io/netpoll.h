@@ -1,0 +1,78 @@
+/*
+ * The netpoller: per-fd state, wait slots, and the wait every fd wrapper
+ * parks in. Internal. The design is argued in docs/design.md
+ * ("Netpoller") and at the top of netpoll.c.
+ */
+#ifndef WEFT_IO_NETPOLL_H
+#define WEFT_IO_NETPOLL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+struct poller;
+struct worker;
+
+/* Directions: index into np_desc.slot, and bit (1 << dir) in masks. */
+enum { NP_READ = 0, NP_WRITE = 1 };
+#define NP_RBIT (1u << NP_READ)
+#define NP_WBIT (1u << NP_WRITE)
+
+/* What the first use of an fd in this run found (np_desc.state & 3). */
+enum { NP_UNKNOWN = 0, NP_POLLABLE = 1, NP_PLAIN = 2 };
+
+/*
+ * A pollable descriptor: everything the netpoller knows about one fd
+ * number. Lives in the fd table (netpoll.c) and is never freed while the
+ * process runs, so a stale pointer (an epoll event in flight, a timer)
+ * always points at valid memory; `gen` tells a waiter that the fd it
+ * started on was closed.
+ *
+ * state  (epoch << 2) | kind: the kind is valid only while epoch equals
+ *        the current run's (netpoll.c); written with lock held (release),
+ *        read without it (acquire).
+ * slot   per direction: NP_NONE, NP_READY, NP_WAIT, or a parked fiber's
+ *        control block, with NP_DUAL set when it waits on both (see
+ *        netpoll.c for the transitions).
+ * gen    bumped by weft_close; a waiter that sees it change fails -EBADF.
+ * nb_set the runtime turned O_NONBLOCK on (plain threads then poll()).
+ */
+struct np_desc {
+    _Atomic uintptr_t slot[2];
+    _Atomic uint32_t  state;
+    _Atomic uint32_t  gen;
+    _Atomic int64_t   timeout[2];  /* per-fd read/write timeouts, ns; 0: none */
+    _Atomic int       nb_set;
+    struct poller    *poller;      /* registered in; with lock, valid with state */
+    pthread_mutex_t   lock;        /* first use, close, dual waits */
+    int               fd;
+};
+
+/* The descriptor for fd, made on first use; NULL if fd < 0 or beyond the
+ * table (4M fds) or out of memory. Any thread. */
+struct np_desc *np_get(int fd);
+/* The descriptor for fd if one was ever made, else NULL. Any thread. */
+struct np_desc *np_lookup(int fd);
+/* Make sure pd is known in this run: on first use, registers the fd in
+ * w's poller and makes it non-blocking (NP_POLLABLE), or finds that epoll
+ * cannot watch it (NP_PLAIN). Returns the kind or a negative errno
+ * (-EBADF ...). Worker w's thread (a fiber on it). */
+int  np_prepare(struct np_desc *pd, struct worker *w);
+/* fd was just made by the runtime, non-blocking (accept, socket): forget
+ * whatever the table knew about the number. Any thread. */
+void np_fresh(int fd);
+/* Wait until one of the directions in mask is ready, the fd is closed
+ * (gen no longer equals `gen`: -EBADF), or deadline (weft_now clock; < 0:
+ * none) passes (-ETIMEDOUT). Returns the mask of ready directions (> 0),
+ * which may be stale readiness: the caller retries its call. -EBUSY if
+ * another fiber waits on the same direction, -ENOMEM. Fiber only. */
+int  np_wait(struct np_desc *pd, unsigned mask, uint32_t gen, int64_t deadline);
+/* Close fd: waiters get -EBADF, the state is forgotten. 0 or -errno. Any
+ * thread. */
+int  np_close(int fd);
+/* The runtime stopped (every worker has exited): free the timers left in
+ * the dead heaps and invalidate every registration. After the workers
+ * joined. */
+void weft__netpoll_stop(void);
+
+#endif

@@ -1,0 +1,85 @@
+/*
+ * weft_cond: a wait queue (waitq.h) whose own lock word guards it. A
+ * waiter queues itself under that lock, then - in the same step that
+ * drops it (the park commit, or before a thread sleeps) - unlocks the
+ * mutex: a signal from anyone who locks the mutex after that finds it.
+ */
+#include "sched/waitq.h"
+
+#include <errno.h>
+
+struct cond_impl {
+    struct weft__waitq q;
+};
+_Static_assert(sizeof(struct cond_impl) == sizeof(weft_cond), "weft_cond layout");
+
+static struct weft__waitq *cq(weft_cond *c)
+{
+    return &((struct cond_impl *)(void *)c)->q;
+}
+
+void weft_cond_init(weft_cond *c)
+{
+    struct weft__waitq *q = cq(c);
+    atomic_init(&q->lock, 0);
+    q->head = q->tail = NULL;
+}
+
+struct cond_release {
+    struct weft__waitq *q;
+    weft_mutex         *m;
+};
+
+/* Drop the queue lock, then the mutex. Where weft__parker_block runs it. */
+static void cond_release(void *arg)
+{
+    struct cond_release *r = arg;
+    weft__spin_unlock(&r->q->lock);
+    weft_mutex_unlock(r->m);
+}
+
+int weft_cond_timedwait(weft_cond *c, weft_mutex *m, int64_t timeout_ns)
+{
+    struct weft__waitq *q = cq(c);
+    struct weft__parker p;
+    struct weft__waiter w = { .index = 0 };
+    struct cond_release r = { q, m };
+    weft__parker_init(&p, weft__deadline(timeout_ns));
+    weft__spin_lock(&q->lock);
+    weft__waitq_push(q, &w, &p, 0);
+    int rc = weft__parker_block(&p, cond_release, &r);
+    if (rc != 0) {
+        weft__waiter_cancel(&q->lock, q, &w);
+        rc = rc == -ENOMEM ? -ENOMEM : -ETIMEDOUT;
+    }
+    weft_mutex_lock(m);
+    return rc;
+}
+
+void weft_cond_wait(weft_cond *c, weft_mutex *m)
+{
+    (void)weft_cond_timedwait(c, m, -1);
+}
+
+void weft_cond_signal(weft_cond *c)
+{
+    struct weft__waitq *q = cq(c);
+    weft__spin_lock(&q->lock);
+    struct weft__waiter *w = weft__waitq_claim(q);
+    weft__spin_unlock(&q->lock);
+    if (w)
+        weft__parker_wake(w->p);
+}
+
+void weft_cond_broadcast(weft_cond *c)
+{
+    struct weft__waitq *q = cq(c);
+    struct weft__waiter *chain = NULL, **tail = &chain, *w;
+    weft__spin_lock(&q->lock);
+    while ((w = weft__waitq_claim(q)) != NULL) {
+        *tail = w;
+        tail = &w->next;
+    }
+    weft__spin_unlock(&q->lock);
+    weft__waiters_wake(chain);
+}

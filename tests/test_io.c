@@ -1,0 +1,903 @@
+/*
+ * The netpoller and the fd wrappers: byte-exact streams over socketpairs
+ * and pipes, TCP through weft_listen_tcp / weft_dial_tcp / weft_accept,
+ * per-fd and weft_wait_fd timeouts, close while a fiber waits, a busy
+ * worker that must still deliver I/O, error cases, and the plain-thread
+ * behaviour. Every test runs weft_run in Check's forked child. Fibers
+ * record failures with EXPECT; the test checks them after weft_run.
+ *
+ * Fibers wait for each other only through the calls under test, joins,
+ * or by watching a wait slot (np_lookup) with weft_yield, never by
+ * sleeping. The suite must also pass with WEFT_DEBUG_MIGRATE=1, where
+ * every wake-up moves the fiber to another worker, so a fiber's waits on
+ * one fd come from different workers than the one whose epoll holds it.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <weft.h>
+
+#include "io/netpoll.h"
+#include "common/sanitizer.h"
+
+static _Atomic int expect_failed;
+static char expect_where[256];
+
+#define EXPECT(cond)                                                          \
+    do {                                                                      \
+        if (!(cond) && !atomic_exchange(&expect_failed, 1))                   \
+            snprintf(expect_where, sizeof expect_where, "%s:%d: %s",          \
+                     __FILE__, __LINE__, #cond);                              \
+    } while (0)
+
+#define CHECK_EXPECTATIONS() \
+    ck_assert_msg(!atomic_load(&expect_failed), "in a fiber: %s", expect_where)
+
+static long sized(long n)
+{
+    const char *s = getenv("WEFT_TEST_SCALE");
+    long v = s ? atol(s) : 1;
+    n *= v > 0 ? v : 1;
+#if WEFT__TSAN
+    n /= 8;
+#endif
+    return n > 0 ? n : 1;
+}
+
+static void run(unsigned workers, void (*main_fn)(void *), void *arg)
+{
+    weft_config c;
+    weft_config_init(&c);
+    c.workers = workers;
+    ck_assert_int_eq(weft_run(&c, main_fn, arg), 0);
+    CHECK_EXPECTATIONS();
+}
+
+static void fixture_setup(void)
+{
+    atomic_store(&expect_failed, 0);
+    expect_where[0] = 0;
+}
+
+static void fixture_teardown(void)
+{
+    ck_assert_uint_eq(weft_workers(), 0);
+}
+
+/* The pattern byte at offset i of stream `seed`: cheap, position-keyed,
+ * so a reader can check any chunk on its own. */
+static uint8_t pattern(uint64_t seed, uint64_t i)
+{
+    uint64_t x = (i >> 3) * 0x9E3779B97F4A7C15ull ^ seed;
+    x ^= x >> 29;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 32;
+    return (uint8_t)(x >> ((i & 7) * 8));
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+/* Wait until some fiber is parked on fd's direction dir. */
+static void wait_parked(int fd, int dir)
+{
+    struct np_desc *pd = NULL;
+    for (;;) {
+        if (!pd)
+            pd = np_lookup(fd);
+        if (pd && atomic_load(&pd->slot[dir]) > 2)
+            return;
+        if (weft_self())
+            weft_yield();
+        else
+            sched_yield();
+    }
+}
+
+/* ---- streams over socketpairs and pipes ---------------------------------- */
+
+struct stream {
+    int      rfd, wfd;
+    uint64_t seed;
+    size_t   len;
+    size_t   got;
+    int      vectored;
+};
+
+static void *stream_writer(void *arg)
+{
+    struct stream *s = arg;
+    uint64_t rng = s->seed | 1;
+    uint8_t buf[65536];
+    size_t off = 0;
+    while (off < s->len) {
+        size_t n = 1 + (size_t)(xorshift(&rng) % sizeof buf);
+        if (n > s->len - off)
+            n = s->len - off;
+        for (size_t i = 0; i < n; i++)
+            buf[i] = pattern(s->seed, off + i);
+        size_t done = 0;
+        while (done < n) {
+            ssize_t r;
+            if (s->vectored) {
+                size_t h = (n - done) / 2;
+                struct iovec iov[2] = { { buf + done, h }, { buf + done + h, n - done - h } };
+                r = weft_writev(s->wfd, iov, 2);
+            } else {
+                r = weft_write(s->wfd, buf + done, n - done);
+            }
+            EXPECT(r > 0);
+            if (r <= 0)
+                return NULL;
+            done += (size_t)r;
+        }
+        off += n;
+    }
+    EXPECT(weft_close(s->wfd) == 0);
+    return NULL;
+}
+
+static void *stream_reader(void *arg)
+{
+    struct stream *s = arg;
+    uint64_t rng = (s->seed * 3) | 1;
+    uint8_t buf[65536];
+    for (;;) {
+        size_t n = 1 + (size_t)(xorshift(&rng) % sizeof buf);
+        ssize_t r;
+        if (s->vectored) {
+            struct iovec iov[2] = { { buf, n / 2 }, { buf + n / 2, n - n / 2 } };
+            r = weft_readv(s->rfd, iov, 2);
+        } else {
+            r = weft_read(s->rfd, buf, n);
+        }
+        EXPECT(r >= 0);
+        if (r <= 0)
+            break;
+        for (ssize_t i = 0; i < r; i++)
+            if (buf[i] != pattern(s->seed, s->got + (size_t)i)) {
+                EXPECT(!"stream byte mismatch");
+                return NULL;
+            }
+        s->got += (size_t)r;
+    }
+    EXPECT(s->got == s->len);
+    EXPECT(weft_close(s->rfd) == 0);
+    return NULL;
+}
+
+static void streams_main(void *arg)
+{
+    int pipes = (int)(intptr_t)arg;
+    long n = sized(64);
+    size_t len = (size_t)sized(1 << 20);
+    struct stream *s = calloc((size_t)n, sizeof *s);
+    weft_fiber **f = calloc((size_t)n * 2, sizeof *f);
+    for (long i = 0; i < n; i++) {
+        int fds[2];
+        if (pipes)
+            EXPECT(pipe2(fds, O_CLOEXEC) == 0);
+        else
+            EXPECT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+        s[i] = (struct stream){ .rfd = fds[0], .wfd = fds[1],
+                                .seed = 0x1234567ull + (uint64_t)i * 7919,
+                                .len = len, .vectored = (int)(i & 1) };
+        f[2 * i] = weft_spawn(stream_reader, &s[i]);
+        f[2 * i + 1] = weft_spawn(stream_writer, &s[i]);
+    }
+    for (long i = 0; i < 2 * n; i++)
+        EXPECT(weft_join(f[i], NULL) == 0);
+    for (long i = 0; i < n; i++)
+        EXPECT(s[i].got == len);
+    free(s);
+    free(f);
+}
+
+START_TEST(stream_socketpairs)
+{
+    run(0, streams_main, (void *)0);
+}
+END_TEST
+
+START_TEST(stream_pipes)
+{
+    run(0, streams_main, (void *)1);
+}
+END_TEST
+
+START_TEST(stream_one_worker)
+{
+    run(1, streams_main, (void *)0);
+}
+END_TEST
+
+/* ---- TCP ------------------------------------------------------------------ */
+
+static int local_port(int fd)
+{
+    struct sockaddr_in a;
+    socklen_t al = sizeof a;
+    if (getsockname(fd, (struct sockaddr *)&a, &al) != 0)
+        return -1;
+    return ntohs(a.sin_port);
+}
+
+static void *echo_conn(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char buf[16384];
+    for (;;) {
+        ssize_t r = weft_recv(fd, buf, sizeof buf, 0);
+        EXPECT(r >= 0);
+        if (r <= 0)
+            break;
+        for (ssize_t off = 0; off < r;) {
+            ssize_t w = weft_send(fd, buf + off, (size_t)(r - off), 0);
+            EXPECT(w > 0);
+            if (w <= 0)
+                goto out;
+            off += w;
+        }
+    }
+out:
+    EXPECT(weft_close(fd) == 0);
+    return NULL;
+}
+
+struct tcp_server {
+    int lfd, nconn;
+};
+
+static void *tcp_acceptor(void *arg)
+{
+    struct tcp_server *sv = arg;
+    for (int i = 0; i < sv->nconn; i++) {
+        struct sockaddr_in peer;
+        socklen_t pl = sizeof peer;
+        int fd = weft_accept(sv->lfd, (struct sockaddr *)&peer, &pl);
+        EXPECT(fd >= 0);
+        if (fd < 0)
+            break;
+        EXPECT((fcntl(fd, F_GETFL) & O_NONBLOCK) && (fcntl(fd, F_GETFD) & FD_CLOEXEC));
+        EXPECT(peer.sin_family == AF_INET);
+        weft_spawn_opts o = { .detached = 1 };
+        weft_spawn_ex(&o, echo_conn, (void *)(intptr_t)fd);
+    }
+    return NULL;
+}
+
+struct tcp_client {
+    int      port, fd;
+    uint64_t seed;
+    size_t   len;
+};
+
+static void *tcp_client_writer(void *arg)
+{
+    struct tcp_client *c = arg;
+    uint8_t buf[8192];
+    for (size_t off = 0; off < c->len;) {
+        size_t n = c->len - off < sizeof buf ? c->len - off : sizeof buf;
+        for (size_t i = 0; i < n; i++)
+            buf[i] = pattern(c->seed, off + i);
+        ssize_t w = weft_write(c->fd, buf, n);
+        EXPECT(w > 0);
+        if (w <= 0)
+            return NULL;
+        off += (size_t)w;
+    }
+    EXPECT(shutdown(c->fd, SHUT_WR) == 0);
+    return NULL;
+}
+
+static void *tcp_client(void *arg)
+{
+    struct tcp_client *c = arg;
+    c->fd = weft_dial_tcp("127.0.0.1", c->port, 10 * 1000000000ll);
+    EXPECT(c->fd >= 0);
+    if (c->fd < 0)
+        return NULL;
+    weft_fiber *wr = weft_spawn(tcp_client_writer, c);
+    uint8_t buf[10000];
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = weft_read(c->fd, buf, sizeof buf);
+        EXPECT(r >= 0);
+        if (r <= 0)
+            break;
+        for (ssize_t i = 0; i < r; i++)
+            if (buf[i] != pattern(c->seed, got + (size_t)i)) {
+                EXPECT(!"echo byte mismatch");
+                r = -1;
+                break;
+            }
+        if (r < 0)
+            break;
+        got += (size_t)r;
+    }
+    EXPECT(got == c->len);
+    EXPECT(weft_join(wr, NULL) == 0);
+    EXPECT(weft_close(c->fd) == 0);
+    return NULL;
+}
+
+static void tcp_main(void *arg)
+{
+    (void)arg;
+    int lfd = weft_listen_tcp("127.0.0.1", 0, 128);
+    EXPECT(lfd >= 0);
+    if (lfd < 0)
+        return;
+    int port = local_port(lfd);
+    int n = (int)sized(32);
+    struct tcp_server sv = { lfd, n };
+    weft_fiber *acc = weft_spawn(tcp_acceptor, &sv);
+    struct tcp_client *c = calloc((size_t)n, sizeof *c);
+    weft_fiber **f = calloc((size_t)n, sizeof *f);
+    for (int i = 0; i < n; i++) {
+        c[i] = (struct tcp_client){ .port = port, .seed = 99u + (uint64_t)i,
+                                    .len = (size_t)sized(256 * 1024) };
+        f[i] = weft_spawn(tcp_client, &c[i]);
+    }
+    for (int i = 0; i < n; i++)
+        EXPECT(weft_join(f[i], NULL) == 0);
+    EXPECT(weft_join(acc, NULL) == 0);
+    EXPECT(weft_close(lfd) == 0);
+    free(c);
+    free(f);
+}
+
+START_TEST(tcp_echo)
+{
+    run(0, tcp_main, NULL);
+}
+END_TEST
+
+static void tcp_errors_main(void *arg)
+{
+    (void)arg;
+    /* A port nobody listens on: take one, close it. */
+    int lfd = weft_listen_tcp(NULL, 0, 1);
+    EXPECT(lfd >= 0);
+    int port = local_port(lfd);
+    EXPECT(weft_close(lfd) == 0);
+    EXPECT(weft_dial_tcp("127.0.0.1", port, -1) == -ECONNREFUSED);
+    EXPECT(weft_dial_tcp("127.0.0.1", 0, -1) == -EINVAL);
+    EXPECT(weft_dial_tcp("127.0.0.1", 70000, -1) == -EINVAL);
+    EXPECT(weft_listen_tcp("127.0.0.1", -1, 1) == -EINVAL);
+    /* Two listeners on one port: the second fails. */
+    int a = weft_listen_tcp("127.0.0.1", 0, 1);
+    EXPECT(a >= 0);
+    EXPECT(weft_listen_tcp("127.0.0.1", local_port(a), 1) == -EADDRINUSE);
+    /* "localhost" resolves through getaddrinfo. */
+    int b = weft_listen_tcp("localhost", 0, 1);
+    EXPECT(b >= 0);
+    if (b >= 0)
+        EXPECT(weft_close(b) == 0);
+    /* Accept with the listener's read timeout. */
+    EXPECT(weft_fd_timeouts(a, 20 * 1000000, 0) == 0);
+    uint64_t t0 = weft_now();
+    EXPECT(weft_accept(a, NULL, NULL) == -ETIMEDOUT);
+    EXPECT(weft_now() - t0 >= 20 * 1000000ull);
+    EXPECT(weft_close(a) == 0);
+}
+
+START_TEST(tcp_errors)
+{
+    run(2, tcp_errors_main, NULL);
+}
+END_TEST
+
+/* ---- timeouts --------------------------------------------------------------- */
+
+static void timeouts_main(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    const int64_t ms = 1000000;
+    /* Read timeout; the fd stays usable. */
+    EXPECT(weft_fd_timeouts(sv[0], 20 * ms, 0) == 0);
+    char c = 0;
+    uint64_t t0 = weft_now();
+    EXPECT(weft_read(sv[0], &c, 1) == -ETIMEDOUT);
+    EXPECT(weft_now() - t0 >= (uint64_t)(20 * ms));
+    EXPECT(weft_write(sv[1], "x", 1) == 1);
+    EXPECT(weft_read(sv[0], &c, 1) == 1 && c == 'x');
+    EXPECT(weft_recv(sv[0], &c, 1, 0) == -ETIMEDOUT);
+    EXPECT(weft_recv(sv[0], &c, 1, MSG_DONTWAIT) == -EAGAIN);
+    /* weft_wait_fd's own timeout, and 0: just look. */
+    t0 = weft_now();
+    EXPECT(weft_wait_fd(sv[0], POLLIN, 10 * ms) == -ETIMEDOUT);
+    EXPECT(weft_now() - t0 >= (uint64_t)(10 * ms));
+    EXPECT(weft_wait_fd(sv[0], POLLIN, 0) == -ETIMEDOUT);
+    EXPECT(weft_wait_fd(sv[0], POLLOUT, -1) & POLLOUT);
+    EXPECT(weft_wait_fd(sv[0], 0, -1) == -EINVAL);
+    /* Write timeout: fill the buffer first. */
+    static char junk[65536];
+    while (weft_send(sv[1], junk, sizeof junk, MSG_DONTWAIT) > 0)
+        ;
+    EXPECT(weft_fd_timeouts(sv[1], 0, 15 * ms) == 0);
+    EXPECT(weft_write(sv[1], junk, sizeof junk) == -ETIMEDOUT);
+    /* Both directions at once: not writable, not readable. */
+    EXPECT(weft_wait_fd(sv[1], POLLIN | POLLOUT, 10 * ms) == -ETIMEDOUT);
+    /* Drain it all (until the read timeout): writable again. */
+    char big[65536];
+    ssize_t r;
+    while ((r = weft_read(sv[0], big, sizeof big)) > 0)
+        ;
+    EXPECT(r == -ETIMEDOUT);
+    EXPECT(weft_wait_fd(sv[1], POLLIN | POLLOUT, 10 * ms) & POLLOUT);
+    EXPECT(weft_write(sv[1], "y", 1) == 1);
+    EXPECT(weft_close(sv[0]) == 0);
+    EXPECT(weft_close(sv[1]) == 0);
+}
+
+START_TEST(timeouts)
+{
+    run(2, timeouts_main, NULL);
+}
+END_TEST
+
+/* Many fibers time out at once while others get data: each wait ends
+ * exactly once, with the right answer. */
+struct race {
+    int fd[2];
+    int give;   /* 1: the peer writes, 0: nobody does */
+};
+
+static void *race_reader(void *arg)
+{
+    struct race *r = arg;
+    char c;
+    for (int round = 0; round < 20; round++) {
+        ssize_t n = weft_read(r->fd[0], &c, 1);
+        if (r->give)
+            EXPECT(n == 1);
+        else
+            EXPECT(n == -ETIMEDOUT);
+    }
+    return NULL;
+}
+
+static void *race_writer(void *arg)
+{
+    struct race *r = arg;
+    for (int round = 0; round < 20; round++) {
+        EXPECT(weft_write(r->fd[1], "z", 1) == 1);
+        weft_yield();
+    }
+    return NULL;
+}
+
+static void timeout_race_main(void *arg)
+{
+    (void)arg;
+    enum { N = 32 };
+    struct race r[N];
+    weft_fiber *f[2 * N];
+    int nf = 0;
+    for (int i = 0; i < N; i++) {
+        EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, r[i].fd) == 0);
+        r[i].give = i & 1;
+        /* Short timeouts: the givers' data arrives around the deadline. */
+        EXPECT(weft_fd_timeouts(r[i].fd[0], r[i].give ? 5000000000ll : 1000000, 0) == 0);
+        f[nf++] = weft_spawn(race_reader, &r[i]);
+        if (r[i].give)
+            f[nf++] = weft_spawn(race_writer, &r[i]);
+    }
+    for (int i = 0; i < nf; i++)
+        EXPECT(weft_join(f[i], NULL) == 0);
+    for (int i = 0; i < N; i++) {
+        EXPECT(weft_close(r[i].fd[0]) == 0);
+        EXPECT(weft_close(r[i].fd[1]) == 0);
+    }
+}
+
+START_TEST(timeout_race)
+{
+    run(0, timeout_race_main, NULL);
+}
+END_TEST
+
+/* ---- close while waiting ---------------------------------------------------- */
+
+static void *blocked_reader(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char c;
+    EXPECT(weft_read(fd, &c, 1) == -EBADF);
+    return NULL;
+}
+
+static void *blocked_dual(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    EXPECT(weft_wait_fd(fd, POLLIN | POLLOUT, -1) == -EBADF);
+    return NULL;
+}
+
+static void close_waiting_main(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    weft_fiber *f = weft_spawn(blocked_reader, (void *)(intptr_t)sv[0]);
+    wait_parked(sv[0], NP_READ);
+    EXPECT(weft_close(sv[0]) == 0);
+    EXPECT(weft_join(f, NULL) == 0);
+    /* A second reader on the same fd while one waits: -EBUSY. */
+    int tv[2];
+    EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, tv) == 0);
+    f = weft_spawn(blocked_reader, (void *)(intptr_t)tv[0]);
+    wait_parked(tv[0], NP_READ);
+    char c;
+    EXPECT(weft_read(tv[0], &c, 1) == -EBUSY);
+    EXPECT(weft_close(tv[0]) == 0);
+    EXPECT(weft_join(f, NULL) == 0);
+    /* A fiber in both slots (weft_wait_fd POLLIN|POLLOUT on a full,
+     * unreadable socket). */
+    static char junk[65536];
+    int uv[2];
+    EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, uv) == 0);
+    while (weft_send(uv[1], junk, sizeof junk, MSG_DONTWAIT) > 0)
+        ;
+    f = weft_spawn(blocked_dual, (void *)(intptr_t)uv[1]);
+    wait_parked(uv[1], NP_READ);
+    EXPECT(weft_close(uv[1]) == 0);
+    EXPECT(weft_join(f, NULL) == 0);
+    EXPECT(weft_close(uv[0]) == 0);
+    EXPECT(weft_close(sv[1]) == 0);
+    EXPECT(weft_close(tv[1]) == 0);
+}
+
+START_TEST(close_while_waiting)
+{
+    run(0, close_waiting_main, NULL);
+}
+END_TEST
+
+/* ---- dual waits, stale timers ------------------------------------------------ */
+
+static void *dual_waiter(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    int r = weft_wait_fd(fd, POLLIN | POLLOUT, -1);
+    EXPECT(r > 0 && (r & POLLIN) && !(r & POLLOUT));
+    return NULL;
+}
+
+struct late {
+    int rfd, wfd;
+};
+
+static void *late_writer(void *arg)
+{
+    struct late *l = arg;
+    wait_parked(l->rfd, NP_READ);
+    EXPECT(weft_write(l->wfd, "L", 1) == 1);
+    return NULL;
+}
+
+static void dual_main(void *arg)
+{
+    (void)arg;
+    const int64_t ms = 1000000;
+    /* A fiber in both slots, woken by input: both slots are left free. */
+    int uv[2];
+    EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, uv) == 0);
+    static char junk[65536];
+    while (weft_send(uv[1], junk, sizeof junk, MSG_DONTWAIT) > 0)
+        ;
+    weft_fiber *f = weft_spawn(dual_waiter, (void *)(intptr_t)uv[1]);
+    wait_parked(uv[1], NP_WRITE);
+    EXPECT(weft_write(uv[0], "d", 1) == 1);
+    EXPECT(weft_join(f, NULL) == 0);
+    char c = 0;
+    EXPECT(weft_read(uv[1], &c, 1) == 1 && c == 'd');
+    EXPECT(weft_wait_fd(uv[1], POLLOUT, 5 * ms) == -ETIMEDOUT);
+    EXPECT(weft_close(uv[0]) == 0);
+    EXPECT(weft_close(uv[1]) == 0);
+
+    /* I/O beats the timer; the timer left behind (when the fiber resumed
+     * on another worker) must not end the next wait early. */
+    int sv[2];
+    EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    EXPECT(weft_fd_timeouts(sv[0], 30 * ms, 0) == 0);
+    for (int round = 0; round < 4; round++) {
+        struct late l = { sv[0], sv[1] };
+        f = weft_spawn(late_writer, &l);
+        EXPECT(weft_read(sv[0], &c, 1) == 1 && c == 'L');
+        EXPECT(weft_join(f, NULL) == 0);
+        uint64_t t1 = weft_now();
+        EXPECT(weft_read(sv[0], &c, 1) == -ETIMEDOUT);
+        EXPECT(weft_now() - t1 >= (uint64_t)(30 * ms));
+    }
+    EXPECT(weft_close(sv[0]) == 0);
+    EXPECT(weft_close(sv[1]) == 0);
+}
+
+START_TEST(dual_wait_and_stale_timers)
+{
+    run(2, dual_main, NULL);
+}
+END_TEST
+
+/* ---- migration, busy workers ------------------------------------------------- */
+
+struct pingpong {
+    int fd;
+    int rounds;
+    _Atomic int moved;
+};
+
+static void *ponger(void *arg)
+{
+    struct pingpong *p = arg;
+    int last = weft_worker();
+    for (int i = 0; i < p->rounds; i++) {
+        uint32_t v = 0;
+        EXPECT(weft_read(p->fd, &v, sizeof v) == sizeof v);
+        EXPECT(v == (uint32_t)i);
+        if (weft_worker() != last)
+            atomic_fetch_add(&p->moved, 1);
+        last = weft_worker();
+        v++;
+        EXPECT(weft_write(p->fd, &v, sizeof v) == sizeof v);
+    }
+    return NULL;
+}
+
+static void migrate_main(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    struct pingpong p = { .fd = sv[1], .rounds = (int)sized(5000) };
+    weft_fiber *f = weft_spawn(ponger, &p);
+    for (int i = 0; i < p.rounds; i++) {
+        uint32_t v = (uint32_t)i;
+        EXPECT(weft_write(sv[0], &v, sizeof v) == sizeof v);
+        EXPECT(weft_read(sv[0], &v, sizeof v) == sizeof v);
+        EXPECT(v == (uint32_t)i + 1);
+    }
+    EXPECT(weft_join(f, NULL) == 0);
+    const char *m = getenv("WEFT_DEBUG_MIGRATE");
+    if (m && *m == '1')
+        EXPECT(atomic_load(&p.moved) > 0);
+    EXPECT(weft_close(sv[0]) == 0);
+    EXPECT(weft_close(sv[1]) == 0);
+}
+
+START_TEST(migrate_between_waits)
+{
+    run(2, migrate_main, NULL);
+}
+END_TEST
+
+/* One worker, one fiber that never parks: the worker must still read its
+ * epoll (the tick poll), or the reader would never wake. */
+static _Atomic int busy_done;
+
+static void *busy_spinner(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&busy_done))
+        weft_yield();
+    return NULL;
+}
+
+static void *busy_thread_writer(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    wait_parked(fd - 1, NP_READ); /* fds[0] = fd - 1 by construction below */
+    EXPECT(write(fd, "q", 1) == 1);
+    return NULL;
+}
+
+static void busy_main(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    EXPECT(sv[1] == sv[0] + 1);
+    atomic_store(&busy_done, 0);
+    weft_fiber *spin = weft_spawn(busy_spinner, NULL);
+    pthread_t t;
+    EXPECT(pthread_create(&t, NULL, busy_thread_writer, (void *)(intptr_t)sv[1]) == 0);
+    char c = 0;
+    EXPECT(weft_read(sv[0], &c, 1) == 1 && c == 'q');
+    atomic_store(&busy_done, 1);
+    EXPECT(weft_join(spin, NULL) == 0);
+    pthread_join(t, NULL);
+    EXPECT(weft_close(sv[0]) == 0);
+    EXPECT(weft_close(sv[1]) == 0);
+}
+
+START_TEST(busy_worker_polls)
+{
+    run(1, busy_main, NULL);
+}
+END_TEST
+
+/* ---- errors, files ------------------------------------------------------------ */
+
+static void errors_main(void *arg)
+{
+    (void)arg;
+    char buf[64];
+    EXPECT(weft_read(-1, buf, 1) == -EBADF);
+    EXPECT(weft_write(-1, buf, 1) == -EBADF);
+    EXPECT(weft_close(-1) == -EBADF);
+    EXPECT(weft_wait_fd(-1, POLLIN, 0) == -EBADF);
+    EXPECT(weft_fd_timeouts(-1, 0, 0) == -EBADF);
+    EXPECT(weft_accept(-1, NULL, NULL) == -EBADF);
+    EXPECT(weft_connect(-1, NULL, 0) == -EBADF);
+    /* A number that is not open. */
+    int p[2];
+    EXPECT(pipe(p) == 0);
+    int dead = p[0];
+    EXPECT(weft_close(p[0]) == 0);
+    EXPECT(weft_read(dead, buf, 1) == -EBADF);
+    EXPECT(weft_close(dead) == -EBADF);
+    EXPECT(weft_wait_fd(dead, POLLIN, 0) == -EBADF);
+    EXPECT(weft_fd_timeouts(dead, 1, 1) == -EBADF);
+    EXPECT(weft_fd_timeouts(p[1], -1, 0) == -EINVAL);
+    /* Socket calls on a pipe. */
+    EXPECT(weft_send(p[1], "a", 1, 0) == -ENOTSOCK);
+    EXPECT(weft_recv(p[1], buf, 1, 0) == -ENOTSOCK);
+    EXPECT(weft_accept(p[1], NULL, NULL) == -ENOTSOCK);
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    EXPECT(weft_connect(p[1], (struct sockaddr *)&a, sizeof a) == -ENOTSOCK);
+    EXPECT(weft_close(p[1]) == 0);
+    /* A regular file: plain calls. */
+    char path[] = "/tmp/weft-test-io-XXXXXX";
+    int fd = mkstemp(path);
+    EXPECT(fd >= 0);
+    unlink(path);
+    EXPECT(weft_write(fd, "hello, file", 11) == 11);
+    EXPECT(lseek(fd, 0, SEEK_SET) == 0);
+    memset(buf, 0, sizeof buf);
+    EXPECT(weft_read(fd, buf, sizeof buf) == 11);
+    EXPECT(memcmp(buf, "hello, file", 11) == 0);
+    EXPECT(weft_read(fd, buf, sizeof buf) == 0);
+    EXPECT(weft_wait_fd(fd, POLLIN, -1) == POLLIN);
+    EXPECT(weft_recv(fd, buf, 1, 0) == -ENOTSOCK);
+    EXPECT(!(fcntl(fd, F_GETFL) & O_NONBLOCK));
+    EXPECT(weft_close(fd) == 0);
+    /* A blocking fd turns non-blocking on first use in a fiber. */
+    int sv[2];
+    EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    EXPECT(weft_write(sv[0], "k", 1) == 1);
+    EXPECT(fcntl(sv[0], F_GETFL) & O_NONBLOCK);
+    EXPECT(weft_close(sv[0]) == 0);
+    EXPECT(weft_read(sv[1], buf, 2) == 1);
+    EXPECT(weft_read(sv[1], buf, 2) == 0);
+    EXPECT(weft_send(sv[1], "k", 1, 0) == -EPIPE);
+    EXPECT(weft_close(sv[1]) == 0);
+}
+
+START_TEST(errors_and_files)
+{
+    run(2, errors_main, NULL);
+}
+END_TEST
+
+/* ---- plain threads -------------------------------------------------------------- */
+
+static void *plain_writer(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    for (int i = 0; i < 1000; i++)
+        if (weft_write(fd, &i, sizeof i) != sizeof i)
+            return (void *)1;
+    return NULL;
+}
+
+static int g_sv[2];
+
+static void touch_main(void *arg)
+{
+    (void)arg;
+    /* Makes g_sv[0] non-blocking (registered in a worker's epoll). */
+    EXPECT(weft_wait_fd(g_sv[0], POLLOUT, -1) & POLLOUT);
+    EXPECT(fcntl(g_sv[0], F_GETFL) & O_NONBLOCK);
+}
+
+START_TEST(plain_thread_calls)
+{
+    char buf[16];
+    ck_assert_int_eq(weft_read(-1, buf, 1), -EBADF);
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    ck_assert_int_eq(weft_recv(p[0], buf, 1, 0), -ENOTSOCK);
+    ck_assert_int_eq(weft_wait_fd(p[0], POLLIN, 1000000), -ETIMEDOUT);
+    ck_assert_int_eq(weft_close(p[0]), 0);
+    ck_assert_int_eq(weft_close(p[1]), 0);
+
+    /* An fd the runtime made non-blocking still blocks a plain thread. */
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, g_sv), 0);
+    run(2, touch_main, NULL);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, plain_writer, (void *)(intptr_t)g_sv[1]), 0);
+    for (int i = 0; i < 1000; i++) {
+        int v = -1;
+        ck_assert_int_eq(weft_read(g_sv[0], &v, sizeof v), sizeof v);
+        ck_assert_int_eq(v, i);
+    }
+    void *res;
+    pthread_join(t, &res);
+    ck_assert_ptr_null(res);
+    ck_assert_int_eq(weft_fd_timeouts(g_sv[0], 5000000, 0), 0);
+    ck_assert_int_eq(weft_read(g_sv[0], buf, 1), -ETIMEDOUT);
+    ck_assert_int_eq(weft_close(g_sv[0]), 0);
+    ck_assert_int_eq(weft_close(g_sv[1]), 0);
+
+    /* TCP with no runtime at all. */
+    int lfd = weft_listen_tcp("127.0.0.1", 0, 4);
+    ck_assert_int_ge(lfd, 0);
+    int cfd = weft_dial_tcp("127.0.0.1", local_port(lfd), 1000000000);
+    ck_assert_int_ge(cfd, 0);
+    int afd = weft_accept(lfd, NULL, NULL);
+    ck_assert_int_ge(afd, 0);
+    ck_assert_int_eq(weft_send(cfd, "ping", 4, 0), 4);
+    ck_assert_int_eq(weft_recv(afd, buf, 4, MSG_WAITALL), 4);
+    ck_assert_int_eq(memcmp(buf, "ping", 4), 0);
+    ck_assert_int_eq(weft_fd_timeouts(lfd, 2000000, 0), 0);
+    ck_assert_int_eq(weft_accept(lfd, NULL, NULL), -ETIMEDOUT);
+    ck_assert_int_eq(weft_close(afd), 0);
+    ck_assert_int_eq(weft_close(cfd), 0);
+    ck_assert_int_eq(weft_close(lfd), 0);
+}
+END_TEST
+
+static Suite *io_suite(void)
+{
+    Suite *s = suite_create("io");
+    TCase *tc = tcase_create("io");
+    tcase_add_checked_fixture(tc, fixture_setup, fixture_teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, stream_socketpairs);
+    tcase_add_test(tc, stream_pipes);
+    tcase_add_test(tc, stream_one_worker);
+    tcase_add_test(tc, tcp_echo);
+    tcase_add_test(tc, tcp_errors);
+    tcase_add_test(tc, timeouts);
+    tcase_add_test(tc, timeout_race);
+    tcase_add_test(tc, close_while_waiting);
+    tcase_add_test(tc, dual_wait_and_stale_timers);
+    tcase_add_test(tc, migrate_between_waits);
+    tcase_add_test(tc, busy_worker_polls);
+    tcase_add_test(tc, errors_and_files);
+    tcase_add_test(tc, plain_thread_calls);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(io_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
