@@ -33,44 +33,9 @@
 #include "io/netpoll.h"
 #include "common/sanitizer.h"
 
-static _Atomic int expect_failed;
-static char expect_where[256];
+#define FIBER_TEST_TSAN_DIV 8
+#include "fiber_test.h"
 
-#define EXPECT(cond)                                                          \
-    do {                                                                      \
-        if (!(cond) && !atomic_exchange(&expect_failed, 1))                   \
-            snprintf(expect_where, sizeof expect_where, "%s:%d: %s",          \
-                     __FILE__, __LINE__, #cond);                              \
-    } while (0)
-
-#define CHECK_EXPECTATIONS() \
-    ck_assert_msg(!atomic_load(&expect_failed), "in a fiber: %s", expect_where)
-
-static long sized(long n)
-{
-    const char *s = getenv("WEFT_TEST_SCALE");
-    long v = s ? atol(s) : 1;
-    n *= v > 0 ? v : 1;
-#if WEFT__TSAN
-    n /= 8;
-#endif
-    return n > 0 ? n : 1;
-}
-
-static void run(unsigned workers, void (*main_fn)(void *), void *arg)
-{
-    weft_config c;
-    weft_config_init(&c);
-    c.workers = workers;
-    ck_assert_int_eq(weft_run(&c, main_fn, arg), 0);
-    CHECK_EXPECTATIONS();
-}
-
-static void fixture_setup(void)
-{
-    atomic_store(&expect_failed, 0);
-    expect_where[0] = 0;
-}
 
 static void fixture_teardown(void)
 {

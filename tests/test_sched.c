@@ -27,40 +27,15 @@
 #include "io/poller.h"
 #include "sched/timer.h"
 
+/* Every fiber start makes a TSan fiber context (hundreds of microseconds
+ * and page faults each): the big tests run at a twentieth of the size. */
+#define FIBER_TEST_TSAN_DIV 20
+#include "fiber_test.h"
+
 /* ---- helpers ------------------------------------------------------------- */
 
-static _Atomic int expect_failed;
-static char expect_where[256];
 
-#define EXPECT(cond)                                                          \
-    do {                                                                      \
-        if (!(cond) && !atomic_exchange(&expect_failed, 1))                   \
-            snprintf(expect_where, sizeof expect_where, "%s:%d: %s",          \
-                     __FILE__, __LINE__, #cond);                              \
-    } while (0)
 
-#define CHECK_EXPECTATIONS() \
-    ck_assert_msg(!atomic_load(&expect_failed), "in a fiber: %s", expect_where)
-
-static long scale(void)
-{
-    const char *s = getenv("WEFT_TEST_SCALE");
-    long v = s ? atol(s) : 1;
-    return v > 0 ? v : 1;
-}
-
-/* n scaled by WEFT_TEST_SCALE. Under TSan every fiber start creates a
- * TSan fiber context (hundreds of microseconds and page faults each), so
- * that build runs the big tests at a twentieth of the size; the counts
- * asserted stay exact. */
-static long sized(long n)
-{
-    n *= scale();
-#if WEFT__TSAN
-    n /= 20;
-#endif
-    return n > 0 ? n : 1;
-}
 
 static int migrating(void)
 {
@@ -76,20 +51,7 @@ static weft_config config(unsigned workers)
     return c;
 }
 
-/* Run main_fn on `workers` workers (0: default) and assert success. */
-static void run(unsigned workers, void (*main_fn)(void *), void *arg)
-{
-    weft_config c = config(workers);
-    int r = weft_run(&c, main_fn, arg);
-    ck_assert_int_eq(r, 0);
-    CHECK_EXPECTATIONS();
-}
 
-static void fixture_setup(void)
-{
-    atomic_store(&expect_failed, 0);
-    expect_where[0] = 0;
-}
 
 static void fixture_teardown(void)
 {
