@@ -21,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include "io/poller.h"
+#include "common/sanitizer.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -55,6 +56,12 @@ static _Atomic int use_pwait2 = 1;
 
 int poller_init(struct poller **out)
 {
+#if WEFT__VALGRIND
+    /* Valgrind (3.19 at least) does not know epoll_pwait2: it returns
+     * ENOSYS, which we would handle, but also warns on stderr. */
+    if (RUNNING_ON_VALGRIND)
+        atomic_store_explicit(&use_pwait2, 0, memory_order_relaxed);
+#endif
     int err;
     struct poller *p = weft__calloc(sizeof *p);
     if (!p)
