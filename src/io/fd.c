@@ -135,6 +135,23 @@ static ssize_t plain_io(const struct io_call *c, int dir, int nowait)
     }
 }
 
+/* How the calling fiber can wait on fd: its descriptor (NULL: none), its
+ * kind (NP_POLLABLE, NP_PLAIN, or a negative errno from np_prepare) and
+ * the generation a wait must be for. w's fiber only. */
+struct fd_view {
+    struct np_desc *pd;
+    int kind;
+    uint32_t gen;
+};
+
+static struct fd_view fd_view(int fd, struct worker *w)
+{
+    struct fd_view v = { np_get(fd), NP_PLAIN, 0 };
+    if (v.pd && (v.kind = np_prepare(v.pd, w)) >= 0)
+        v.gen = atomic_load(&v.pd->gen);
+    return v;
+}
+
 /* The system call c in direction dir, waiting for readiness in a fiber.
  * Any thread. */
 static ssize_t do_io(const struct io_call *c, int dir, int nowait)
@@ -144,11 +161,12 @@ static ssize_t do_io(const struct io_call *c, int dir, int nowait)
     struct worker *w;
     if (!weft__in_fiber(&w))
         return plain_io(c, dir, nowait);
-    struct np_desc *pd = np_get(c->fd);
-    int kind = pd ? np_prepare(pd, w) : NP_PLAIN;
-    if (kind < 0)
-        return kind;
-    uint32_t gen = pd ? atomic_load(&pd->gen) : 0;
+    struct fd_view v = fd_view(c->fd, w);
+    if (v.kind < 0)
+        return v.kind;
+    struct np_desc *pd = v.pd;
+    int kind = v.kind;
+    uint32_t gen = v.gen;
     int64_t deadline = -2;
     for (;;) {
         ssize_t r = call_once(c);
@@ -225,11 +243,12 @@ int weft_accept(int fd, struct sockaddr *a, socklen_t *al)
         return -EBADF;
     struct worker *w;
     int fiber = weft__in_fiber(&w);
-    struct np_desc *pd = NULL;
-    int kind = NP_PLAIN;
-    if (fiber && (pd = np_get(fd)) && (kind = np_prepare(pd, w)) < 0)
-        return kind;
-    uint32_t gen = pd ? atomic_load(&pd->gen) : 0;
+    struct fd_view v = { NULL, NP_PLAIN, 0 };
+    if (fiber && (v = fd_view(fd, w)).kind < 0)
+        return v.kind;
+    struct np_desc *pd = v.pd;
+    int kind = v.kind;
+    uint32_t gen = v.gen;
     int64_t deadline = -2;
     for (;;) {
         int nfd = accept4(fd, a, al, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -269,11 +288,12 @@ int weft__connect_until(int fd, const struct sockaddr *a, socklen_t al, int64_t 
         return -EBADF;
     struct worker *w;
     int fiber = weft__in_fiber(&w);
-    struct np_desc *pd = NULL;
-    int kind = NP_PLAIN;
-    if (fiber && (pd = np_get(fd)) && (kind = np_prepare(pd, w)) < 0)
-        return kind;
-    uint32_t gen = pd ? atomic_load(&pd->gen) : 0;
+    struct fd_view v = { NULL, NP_PLAIN, 0 };
+    if (fiber && (v = fd_view(fd, w)).kind < 0)
+        return v.kind;
+    struct np_desc *pd = v.pd;
+    int kind = v.kind;
+    uint32_t gen = v.gen;
     if (connect(fd, a, al) == 0)
         return 0;
     int e = errno;
@@ -335,13 +355,13 @@ int weft_wait_fd(int fd, int events, int64_t timeout_ns)
         int rc = weft__poll_fd(fd, (short)events, deadline);
         return rc == 0 ? -ETIMEDOUT : rc;
     }
-    struct np_desc *pd = np_get(fd);
-    int kind = pd ? np_prepare(pd, w) : NP_PLAIN;
-    if (kind < 0)
-        return kind;
-    if (kind == NP_PLAIN)
+    struct fd_view v = fd_view(fd, w);
+    if (v.kind < 0)
+        return v.kind;
+    if (v.kind == NP_PLAIN)
         return events; /* poll() calls such files always ready */
-    uint32_t gen = atomic_load(&pd->gen);
+    struct np_desc *pd = v.pd;
+    uint32_t gen = v.gen;
     unsigned mask = ((events & POLLIN) ? NP_RBIT : 0) | ((events & POLLOUT) ? NP_WBIT : 0);
     for (;;) {
         /* The edges are only hints; poll() says what holds now. */

@@ -38,16 +38,23 @@ static void count_in(size_t n)
     atomic_fetch_add_explicit(&weft__rt.gq_len, n, memory_order_seq_cst);
 }
 
-void weft__global_push(struct weft_fiber *f)
+/* Append f (its link already NULL) to the list of single fibers. With
+ * gq_lock held. */
+static void singles_append(struct weft_fiber *f)
 {
-    f->link = NULL;
-    pthread_mutex_lock(&weft__rt.gq_lock);
     if (weft__rt.gq_singles_tail)
         weft__rt.gq_singles_tail->link = f;
     else
         weft__rt.gq_singles = f;
     weft__rt.gq_singles_tail = f;
     count_in(1);
+}
+
+void weft__global_push(struct weft_fiber *f)
+{
+    f->link = NULL;
+    pthread_mutex_lock(&weft__rt.gq_lock);
+    singles_append(f);
     pthread_mutex_unlock(&weft__rt.gq_lock);
 }
 
@@ -135,12 +142,7 @@ int weft__submit_foreign(struct weft_fiber *f)
     /* Relaxed: read under gq_lock by the termination check, or after an
      * acquire that follows this fiber's exit (runtime.c). */
     atomic_fetch_add_explicit(&weft__rt.foreign_spawned, 1, memory_order_relaxed);
-    if (weft__rt.gq_singles_tail)
-        weft__rt.gq_singles_tail->link = f;
-    else
-        weft__rt.gq_singles = f;
-    weft__rt.gq_singles_tail = f;
-    count_in(1);
+    singles_append(f);
     pthread_mutex_unlock(&weft__rt.gq_lock);
     weft__wakep();
     return 0;
