@@ -631,13 +631,21 @@ END_TEST
 
 /* ---- work spreads over workers --------------------------------------- */
 
+/* Workers that have run a spin_and_report fiber, one bit each. */
+static _Atomic unsigned long spread_seen;
+
+/* Spins (never yielding, so its own worker cannot run the others) until a
+ * second worker has run one of these fibers, which only a steal can
+ * bring about; the deadline only bounds a failure, whatever the load. */
 static void *spin_and_report(void *arg)
 {
     (void)arg;
-    uint64_t end = weft_now() + 2000000;
-    while (weft_now() < end)
+    int w = weft_worker();
+    atomic_fetch_or(&spread_seen, 1ul << (w & 63));
+    uint64_t end = weft_now() + 10000000000ull;
+    while (__builtin_popcountl(atomic_load(&spread_seen)) < 2 && weft_now() < end)
         ;
-    return (void *)(intptr_t)weft_worker();
+    return (void *)(intptr_t)w;
 }
 
 static void spread_main(void *arg)
@@ -645,6 +653,7 @@ static void spread_main(void *arg)
     (void)arg;
     enum { N = 32 };
     weft_fiber *f[N];
+    atomic_store(&spread_seen, 0);
     for (int i = 0; i < N; i++)
         f[i] = weft_spawn(spin_and_report, NULL);
     unsigned long seen = 0;
