@@ -534,8 +534,10 @@ WEFT_EXPORT int weft_select(weft_select_case *cases, size_t n, int64_t timeout_n
  * with the netpoller and turns on O_NONBLOCK on its open file description
  * (shared with dup()ed and inherited copies); the flag is left on
  * afterwards, as Go does. Regular files and directories, which epoll
- * cannot wait on, get the plain call (it blocks the worker for the disk
- * access; a blocking pool is planned).
+ * cannot wait on, are read and written on the blocking pool
+ * (weft_blocking): the fiber parks while a pool thread makes the call.
+ * Per-fd timeouts do not apply to them (a disk access cannot be
+ * abandoned half-way).
  *
  * Called outside a fiber (on a plain thread) the wrappers behave like the
  * plain blocking call: when an fd the runtime made non-blocking is not
@@ -616,9 +618,9 @@ WEFT_EXPORT int weft_fd_timeouts(int fd, int64_t read_ns, int64_t write_ns);
  * weft_listen_tcp - a TCP socket listening on host:port with backlog
  * (SO_REUSEADDR set), O_NONBLOCK | O_CLOEXEC. host NULL or "" listens on
  * every IPv4 address; a numeric IPv4 or IPv6 address is used directly; a
- * name is resolved with getaddrinfo, which blocks the calling worker
- * meanwhile. port 0 picks a free port (getsockname tells which). Returns
- * the fd, or -EINVAL (port out of range), -ENXIO (unknown name),
+ * name is resolved with getaddrinfo, from a fiber on the blocking pool
+ * (weft_blocking). port 0 picks a free port (getsockname tells which).
+ * Returns the fd, or -EINVAL (port out of range), -ENXIO (unknown name),
  * -EADDRINUSE, ...
  */
 WEFT_EXPORT int weft_listen_tcp(const char *host, int port, int backlog);
@@ -630,6 +632,88 @@ WEFT_EXPORT int weft_listen_tcp(const char *host, int port, int backlog);
  * -ETIMEDOUT, -ECONNREFUSED, -ENXIO, -EINVAL (port not in 1..65535), ...
  */
 WEFT_EXPORT int weft_dial_tcp(const char *host, int port, int64_t timeout_ns);
+
+/*
+ * weft_blocking - run fn(arg) on the blocking pool and return its result.
+ *
+ * For calls that block without an fd the netpoller could wait on: disk
+ * I/O, name lookups, a library's blocking call. From a fiber, fn(arg) is
+ * handed to a pool thread and the fiber parks until fn has returned; its
+ * worker runs other fibers meanwhile. The result is fn's return value.
+ * Called outside a fiber (a plain thread, a pool thread, or with no
+ * runtime running), fn(arg) simply runs in the calling thread.
+ *
+ * The pool. Threads are created when a call finds no idle one, up to a
+ * cap: WEFT_BLOCKING_MAX (1..4096, default 64), read from the environment
+ * when the first call of a weft_run starts the pool; beyond the cap calls
+ * wait in FIFO order for a thread to become free. A thread idle for
+ * WEFT_BLOCKING_IDLE_MS milliseconds (default 10000; 0: exit as soon as
+ * idle) exits. Values that do not parse or are out of range are ignored.
+ * weft_run joins every pool thread before it returns. If no pool thread
+ * exists and none can be created (pthread_create fails), the fiber runs
+ * fn(arg) itself, blocking its worker (and weft calls inside fn then
+ * behave as in that fiber): slower, but the call is not lost.
+ *
+ * fn runs on a plain thread with its own errno, so return results and
+ * errors through the return value or arg, not errno. weft calls inside fn
+ * take their plain-thread paths: they block the pool thread and never
+ * park (weft_self() is NULL there, weft_spawn queues to the runtime,
+ * synchronisation objects block the thread). fn must not wait for
+ * something that only another weft_blocking call can provide: with every
+ * pool thread waiting so, the calls queued behind them never start.
+ * arg, and anything fn reaches through it, may live on the calling
+ * fiber's stack: the fiber stays parked until fn has returned.
+ *
+ * Returns fn's result; NULL with errno EINVAL if fn is NULL. Any thread.
+ */
+WEFT_EXPORT void *weft_blocking(weft_fn fn, void *arg);
+
+/* ===================================================================== */
+/* Introspection                                                          */
+/* ===================================================================== */
+
+/*
+ * Counters of the running runtime (or, when none runs, of the last run
+ * in this process; all zero before the first). Each is a sum over the
+ * workers, read without stopping them: the fields are a near-instant
+ * view, not one atomic snapshot (fibers_live may lag a fiber that is
+ * finishing right now).
+ *
+ *   fibers_live     spawned and not finished (runnable, running, parked)
+ *   fibers_spawned  fibers ever spawned in this run (main included)
+ *   switches        context switches (fiber to fiber, fiber to scheduler
+ *                   and back; a yield with nothing else to run counts one)
+ *   steals          successful steals (each moves up to half a deque)
+ *   steal_attempts  deques looked at by a searching worker
+ *   parks           times a fiber blocked (join, sleep, I/O, sync, ...)
+ *   wakeups         times an idle worker woke up from its epoll wait
+ *   polls           epoll calls by the workers (waits and busy polls)
+ *   blocking_calls  calls handed to the blocking pool (weft_blocking,
+ *                   regular-file I/O, name lookups)
+ */
+typedef struct weft_stats {
+    uint64_t fibers_live, fibers_spawned, switches, steals, steal_attempts,
+             parks, wakeups, polls, blocking_calls;
+    /* more may follow */
+} weft_stats;
+
+/*
+ * weft_stats_get - fill *out with the counters above. Returns 0, or
+ * -EINVAL if out is NULL. Any thread; never blocks a worker.
+ */
+WEFT_EXPORT int weft_stats_get(weft_stats *out);
+
+/*
+ * weft_dump - write to fd the report that weft-dump(1) prints: every
+ * worker (state, current fiber, queue lengths, counters), then every
+ * fiber grouped by state and wait reason, with its id, name, worker,
+ * time in its state, stack use, spawn site and, for parked fibers, a
+ * symbolized backtrace. The runtime keeps running while it is written.
+ * Returns 0, -EPERM if no runtime is running, -EBADF or another
+ * negative errno if writing fd failed. Any thread, fibers included (the
+ * write may block the calling thread).
+ */
+WEFT_EXPORT int weft_dump(int fd);
 
 #ifdef __cplusplus
 }

@@ -10,7 +10,7 @@
 
 WEFT_DEPS=(
     build-essential meson ninja-build pkg-config
-    libhwloc-dev libjemalloc-dev
+    libhwloc-dev libjemalloc-dev libdw-dev libelf-dev
     check libsubunit-dev
     libboost-context-dev libboost-fiber-dev libtbb-dev golang-go
     python3-matplotlib valgrind gdb

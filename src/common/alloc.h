@@ -13,10 +13,28 @@ static inline void *weft__malloc(size_t n) { return mallocx(n, 0); }
 static inline void *weft__calloc(size_t n) { return mallocx(n, MALLOCX_ZERO); }
 /* p from weft__malloc/calloc with the same n, or NULL. Any thread. */
 static inline void weft__free(void *p, size_t n) { if (p) sdallocx(p, n, 0); }
+/* n > 0, a multiple of align (a power of two). NULL on failure. */
+static inline void *weft__aligned_alloc(size_t align, size_t n)
+{
+    return mallocx(n, MALLOCX_ALIGN(align));
+}
+/* p from weft__aligned_alloc with the same align and n, or NULL. */
+static inline void weft__aligned_free(void *p, size_t align, size_t n)
+{
+    if (p)
+        sdallocx(p, n, MALLOCX_ALIGN(align));
+}
 #else
 static inline void *weft__malloc(size_t n) { return malloc(n); }
 static inline void *weft__calloc(size_t n) { return calloc(1, n); }
 static inline void weft__free(void *p, size_t n) { (void)n; free(p); }
+static inline void *weft__aligned_alloc(size_t align, size_t n) { return aligned_alloc(align, n); }
+static inline void weft__aligned_free(void *p, size_t align, size_t n)
+{
+    (void)align;
+    (void)n;
+    free(p);
+}
 #endif
 
 #endif

@@ -6,9 +6,11 @@
  * (np_prepare: registered in the caller's worker's epoll and switched to
  * O_NONBLOCK, once), then loops: try the system call; on EAGAIN wait for
  * the direction's edge (np_wait) and try again. EINTR is retried. Files
- * epoll cannot watch (regular files, directories) get the plain call,
- * which blocks the worker while the disk works (the blocking pool is a
- * later step).
+ * epoll cannot watch (regular files, directories: NP_PLAIN) are never
+ * "not ready", they are slow: read, write, readv and writev on them run
+ * on the blocking pool (blocking.c) while the fiber parks, so the worker
+ * goes on with other fibers while the disk works. Per-fd timeouts do not
+ * apply there (a disk access cannot be abandoned half-way).
  *
  * On a plain thread a call behaves like the blocking call: it is made
  * directly; only if it fails with EAGAIN on an fd that the runtime made
@@ -27,10 +29,12 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "io/blocking.h"
 #include "io/fd.h"
 #include "io/netpoll.h"
 #include "sched/sched.h"
 
+/* The calls that make sense on files come first (do_io's NP_PLAIN test). */
 enum { OP_READ, OP_WRITE, OP_READV, OP_WRITEV, OP_RECVFROM, OP_SENDTO };
 
 struct io_call {
@@ -152,6 +156,17 @@ static struct fd_view fd_view(int fd, struct worker *w)
     return v;
 }
 
+/* One call on a file epoll cannot watch, with EINTR retried: the result
+ * or -errno, as a pointer. A blocking-pool thread. */
+static void *file_call(void *arg)
+{
+    const struct io_call *c = arg;
+    ssize_t r;
+    while ((r = call_once(c)) < 0 && errno == EINTR)
+        ;
+    return (void *)(intptr_t)(r < 0 ? -errno : r);
+}
+
 /* The system call c in direction dir, waiting for readiness in a fiber.
  * Any thread. */
 static ssize_t do_io(const struct io_call *c, int dir, int nowait)
@@ -167,6 +182,10 @@ static ssize_t do_io(const struct io_call *c, int dir, int nowait)
     struct np_desc *pd = v.pd;
     int kind = v.kind;
     uint32_t gen = v.gen;
+    /* The socket calls fail at once on such files (-ENOTSOCK): no need to
+     * hand them over. */
+    if (kind == NP_PLAIN && c->op <= OP_WRITEV)
+        return (ssize_t)(intptr_t)weft_blocking(file_call, (void *)c);
     int64_t deadline = -2;
     for (;;) {
         ssize_t r = call_once(c);

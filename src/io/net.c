@@ -2,9 +2,10 @@
  * TCP helpers: weft_listen_tcp and weft_dial_tcp.
  *
  * Numeric addresses (IPv4 dotted quads, IPv6 literals) are converted
- * directly. Names go through getaddrinfo, which blocks the calling worker
- * for as long as the resolver takes (it moves to the blocking pool when
- * that exists). Sockets are made O_NONBLOCK | O_CLOEXEC.
+ * directly. Names go through getaddrinfo, which may wait for files, NSS
+ * modules and DNS servers for as long as the resolver takes: from a fiber
+ * it runs on the blocking pool (blocking.c), so the worker goes on with
+ * other fibers meanwhile. Sockets are made O_NONBLOCK | O_CLOEXEC.
  */
 #define _GNU_SOURCE
 #include <weft.h>
@@ -17,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "io/blocking.h"
 #include "io/fd.h"
 #include "io/netpoll.h"
 #include "sched/sched.h"
@@ -28,7 +30,9 @@ struct addr {
     socklen_t               len;
 };
 
-static int gai_errno(int e)
+/* getaddrinfo's error e as a negative errno; sys_errno is the errno it
+ * left (for EAI_SYSTEM). Any thread. */
+static int gai_errno(int e, int sys_errno)
 {
     switch (e) {
     case EAI_NONAME:
@@ -38,14 +42,34 @@ static int gai_errno(int e)
     case EAI_FAIL:   return -ENXIO;
     case EAI_AGAIN:  return -EAGAIN;
     case EAI_MEMORY: return -ENOMEM;
-    case EAI_SYSTEM: return errno ? -errno : -EIO;
+    case EAI_SYSTEM: return sys_errno ? -sys_errno : -EIO;
     default:         return -EINVAL;
     }
 }
 
+/* One getaddrinfo call, with its errno captured on the thread that made
+ * it (a pool thread for a fiber). */
+struct lookup {
+    const char            *host;
+    const struct addrinfo *hints;
+    struct addrinfo       *res;
+    int                    rc, sys_errno;
+};
+
+/* Any thread: the blocking pool's for a fiber, else the caller's. */
+static void *lookup_call(void *arg)
+{
+    struct lookup *l = arg;
+    errno = 0;
+    l->rc = getaddrinfo(l->host, NULL, l->hints, &l->res);
+    l->sys_errno = errno;
+    return NULL;
+}
+
 /* Fill out[] with up to MAX_ADDRS addresses for host:port; host NULL or
  * "" is the IPv4 wildcard. Returns the count (> 0) or a negative errno.
- * Any thread (blocks in getaddrinfo for names). */
+ * Any thread (for a name, a fiber parks while the blocking pool looks it
+ * up; a plain thread blocks in getaddrinfo). */
 static int resolve(const char *host, int port, struct addr *out)
 {
     if (port < 0 || port > 65535)
@@ -72,14 +96,15 @@ static int resolve(const char *host, int port, struct addr *out)
         out->len = sizeof *in6;
         return 1;
     }
-    struct addrinfo hints, *res = NULL;
+    struct addrinfo hints;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    errno = 0;
-    int e = getaddrinfo(host, NULL, &hints, &res);
-    if (e != 0)
-        return gai_errno(e);
+    struct lookup l = { .host = host, .hints = &hints };
+    weft_blocking(lookup_call, &l);
+    if (l.rc != 0)
+        return gai_errno(l.rc, l.sys_errno);
+    struct addrinfo *res = l.res;
     int n = 0;
     for (struct addrinfo *ai = res; ai && n < MAX_ADDRS; ai = ai->ai_next) {
         if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||

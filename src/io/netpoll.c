@@ -487,6 +487,8 @@ int np_wait(struct np_desc *pd, unsigned mask, uint32_t gen, int64_t deadline)
             return -EBADF;
         }
         struct np_wait wr = { pd, mask, deadline, NULL, 0 };
+        weft__wait_reason(mask == NP_RBIT ? WAIT_FD_READ
+                          : mask == NP_WBIT ? WAIT_FD_WRITE : WAIT_FD_RW, (uintptr_t)pd->fd);
         weft__park(wait_commit, &wr);
         if (wr.timer)
             timer_release(wr.timer);

@@ -48,6 +48,10 @@ int  poller_wait(struct poller *p, int64_t timeout_ns);
  * Async-signal-safe. Any thread. */
 void poller_wake(struct poller *p);
 
+/* epoll calls made through p so far (waits and polls). Any thread (a
+ * relaxed snapshot). */
+uint64_t poller_calls(const struct poller *p);
+
 /* Readiness bits handed to netpoll_deliver. POLLER_ERR (error, hang-up)
  * comes with both POLLER_IN and POLLER_OUT set, so both sides retry. */
 #define POLLER_IN   1u

@@ -48,7 +48,23 @@ struct poller {
     /* fds registered here and not yet closed through weft_close; only a
      * heuristic for poller_poll (an fd closed with close() stays counted). */
     _Atomic unsigned nfds;
+    /* epoll calls, for statistics: incremented by the owner only (a
+     * relaxed load and store), read by anyone. */
+    _Atomic uint64_t ncalls;
 };
+
+static void count_call(struct poller *p)
+{
+    atomic_store_explicit(&p->ncalls,
+                          atomic_load_explicit(&p->ncalls, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+uint64_t poller_calls(const struct poller *p)
+{
+    /* Relaxed: a statistic. */
+    return atomic_load_explicit(&p->ncalls, memory_order_relaxed);
+}
 
 /* 1: try epoll_pwait2; 0: the kernel lacks it. Relaxed: a cached fact;
  * racing first calls both find out the same thing. */
@@ -197,6 +213,7 @@ int poller_poll(struct poller *p)
     if (atomic_load_explicit(&p->nfds, memory_order_relaxed) == 0)
         return 0;
     struct epoll_event evs[MAX_EVENTS];
+    count_call(p);
     int n = epoll_wait(p->epfd, evs, MAX_EVENTS, 0);
     if (n <= 0)
         return 0;
@@ -209,6 +226,7 @@ int poller_poll(struct poller *p)
 int poller_wait(struct poller *p, int64_t timeout_ns)
 {
     struct epoll_event evs[MAX_EVENTS];
+    count_call(p);
     int n = wait_events(p, evs, timeout_ns);
     int err = n < 0 && errno != EINTR ? -errno : 0;
     int woken = n > 0 ? dispatch(p, evs, n) : 0;

@@ -47,6 +47,7 @@ int weft_cond_timedwait(weft_cond *c, weft_mutex *m, int64_t timeout_ns)
     weft__parker_init(&p, weft__deadline(timeout_ns));
     weft__spin_lock(&q->lock);
     weft__waitq_push(q, &w, &p, 0);
+    weft__wait_reason(WAIT_COND, (uintptr_t)c);
     int rc = weft__parker_block(&p, cond_release, &r);
     if (rc != 0) {
         weft__waiter_cancel(&q->lock, q, &w);

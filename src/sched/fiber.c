@@ -78,14 +78,57 @@ static int set_name(struct weft_fiber *f, const char *name)
  * Control blocks are recycled, not freed, while the runtime runs (as Go
  * keeps its goroutine descriptors): spawn and join pay no allocator call,
  * and a block never returns to the allocator while a stale handle to it
- * may still be passed to weft_join. Each worker keeps two magazines of up
- * to WEFT__FIBER_BATCH blocks; when both are full, one goes to the global
- * pool as a whole batch, and an empty worker takes a whole batch back, so
- * a worker that only spawns and one that only joins balance out through
- * the pool with one lock per batch and no list walking. Everything is
- * freed when weft_run ends. The cost: a burst of N live fibers keeps
- * N x 128 bytes until then.
+ * may still be passed to weft_join. They are made WEFT__FIBER_BATCH at a
+ * time in a slab, and every slab is on one list (weft__rt.slabs): that
+ * list is the fiber registry, which weft_dump and the monitor walk
+ * without taking any lock a fiber operation takes.
+ *
+ * Each worker keeps two magazines of up to WEFT__FIBER_BATCH blocks; when
+ * both are full, one goes to the global pool as a whole batch, and an
+ * empty worker takes a whole batch back (or a new slab), so a worker that
+ * only spawns and one that only joins balance out through the pool with
+ * one lock per batch and no list walking. Plain threads take and give
+ * single blocks under fpool_lock. Everything is freed when weft_run ends.
+ * The cost: a burst of N live fibers keeps N x 192 bytes until then.
  */
+struct fiber_slab {
+    struct fiber_slab *next;
+    struct weft_fiber  f[WEFT__FIBER_BATCH];
+};
+
+/* A new slab, pushed on the registry; returns its blocks as one chain
+ * (linked through `link`), all FS_FREE. NULL if out of memory. Any thread. */
+static struct weft_fiber *slab_new(void)
+{
+    struct fiber_slab *s = weft__aligned_alloc(WEFT__CACHELINE, sizeof *s);
+    if (!s)
+        return NULL;
+    memset(s, 0, sizeof *s); /* FS_FREE, no name */
+    for (unsigned i = 0; i < WEFT__FIBER_BATCH; i++) {
+        s->f[i].link = i + 1 < WEFT__FIBER_BATCH ? &s->f[i + 1] : NULL;
+        s->f[i].slab = s;
+    }
+    struct fiber_slab *head = atomic_load_explicit(&weft__rt.slabs, memory_order_relaxed);
+    do
+        s->next = head;
+    /* Release: a walker that finds s (acquire load of the head) sees its
+     * blocks initialized. Failure relaxed: we only retry. */
+    while (!atomic_compare_exchange_weak_explicit(&weft__rt.slabs, &head, s,
+                                                  memory_order_release,
+                                                  memory_order_relaxed));
+    return &s->f[0];
+}
+
+void weft__registry_walk(void (*fn)(struct weft_fiber *f, void *arg), void *arg)
+{
+    /* Acquire: pairs with the release CAS in slab_new. */
+    for (struct fiber_slab *s = atomic_load_explicit(&weft__rt.slabs, memory_order_acquire);
+         s; s = s->next)
+        for (unsigned i = 0; i < WEFT__FIBER_BATCH; i++)
+            /* Relaxed: see the registry in sched.h. */
+            if (atomic_load_explicit(&s->f[i].rstate, memory_order_relaxed) != FS_FREE)
+                fn(&s->f[i], arg);
+}
 
 /* w's thread. */
 static struct weft_fiber *cache_get(struct worker *w)
@@ -110,6 +153,8 @@ static struct weft_fiber *cache_get(struct worker *w)
             }
             pthread_mutex_unlock(&weft__rt.fpool_lock);
         }
+        if (!w->fcache && (w->fcache = slab_new()) != NULL)
+            w->nfcache = WEFT__FIBER_BATCH;
     }
     struct weft_fiber *f = w->fcache;
     if (f) {
@@ -144,45 +189,60 @@ static void cache_put(struct worker *w, struct weft_fiber *f)
     w->nfcache++;
 }
 
-static void free_chain(struct weft_fiber *f)
+/* A block for a plain thread. Any thread. */
+static struct weft_fiber *loose_get(void)
 {
-    while (f) {
-        struct weft_fiber *next = f->link;
-        weft__free(f, sizeof *f);
-        f = next;
-    }
+    pthread_mutex_lock(&weft__rt.fpool_lock);
+    struct weft_fiber *f = weft__rt.floose;
+    if (!f && (f = slab_new()) != NULL)
+        weft__rt.floose = f;
+    if (f)
+        weft__rt.floose = f->link;
+    pthread_mutex_unlock(&weft__rt.fpool_lock);
+    return f;
+}
+
+/* A block freed by a plain thread. Any thread. */
+static void loose_put(struct weft_fiber *f)
+{
+    pthread_mutex_lock(&weft__rt.fpool_lock);
+    f->link = weft__rt.floose;
+    weft__rt.floose = f;
+    pthread_mutex_unlock(&weft__rt.fpool_lock);
 }
 
 void weft__fiber_cache_release(struct worker *w)
 {
-    free_chain(w->fcache);
-    free_chain(w->fspare);
+    /* The blocks belong to the slabs, freed by weft__fiber_pool_release. */
     w->fcache = w->fspare = NULL;
     w->nfcache = 0;
 }
 
 void weft__fiber_pool_release(void)
 {
-    struct weft_fiber *b = weft__rt.fpool;
-    while (b) {
-        struct weft_fiber *next = b->arg;
-        free_chain(b);
-        b = next;
+    pthread_mutex_lock(&weft__rt.report_lock);
+    /* Relaxed: no worker runs any more (they were joined). */
+    struct fiber_slab *s = atomic_exchange_explicit(&weft__rt.slabs, NULL, memory_order_relaxed);
+    while (s) {
+        struct fiber_slab *next = s->next;
+        for (unsigned i = 0; i < WEFT__FIBER_BATCH; i++)
+            if (s->f[i].name)
+                weft__free(s->f[i].name, WEFT__FIBER_NAME);
+        weft__aligned_free(s, WEFT__CACHELINE, sizeof *s);
+        s = next;
     }
     weft__rt.fpool = NULL;
+    weft__rt.floose = NULL;
     atomic_store_explicit(&weft__rt.fpool_batches, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&weft__rt.report_lock);
 }
 
 struct weft_fiber *weft__fiber_new(struct worker *w, const weft_spawn_opts *o,
                                    weft_fn fn, void *arg)
 {
-    struct weft_fiber *f = w ? cache_get(w) : NULL;
-    if (!f) {
-        f = weft__malloc(sizeof *f);
-        if (!f)
-            return NULL;
-        f->name = NULL;
-    }
+    struct weft_fiber *f = w ? cache_get(w) : loose_get();
+    if (!f)
+        return NULL;
     f->ctx.stack = NULL; /* not started: no stack yet */
     f->id = new_id(w);
     f->link = NULL;
@@ -196,6 +256,11 @@ struct weft_fiber *weft__fiber_new(struct worker *w, const weft_spawn_opts *o,
     atomic_store_explicit(&f->claimed, o->detached ? 1 : 0, memory_order_relaxed);
     /* f->timer is left as it is: whoever arms it initializes it first
      * (weft_sleep, defer_start in sched.c). */
+    f->spawn_pc = NULL;
+    f->trace_gen = 0; /* its name is not in any trace yet */
+    atomic_store_explicit(&f->wait, WAIT_NONE, memory_order_relaxed);
+    atomic_store_explicit(&f->worker, UINT16_MAX, memory_order_relaxed);
+    weft__fstate_set(f, FS_RUNNABLE, weft__clock_ms(w));
     if (o->name && set_name(f, o->name) != 0) {
         weft__fiber_free(f);
         return NULL;
@@ -208,13 +273,20 @@ struct weft_fiber *weft__fiber_new(struct worker *w, const weft_spawn_opts *o,
 static void fiber_free_on(struct worker *w, struct weft_fiber *f)
 {
     if (__builtin_expect(f->name != NULL, 0)) {
-        weft__free(f->name, WEFT__FIBER_NAME);
+        char *name = f->name;
         f->name = NULL;
+        /* Relaxed: after the name pointer is cleared, so a registry
+         * reader that still sees the fiber reads either the name or
+         * NULL (it copies names fault-tolerantly; see dump). */
+        atomic_store_explicit(&f->rstate, FS_FREE, memory_order_relaxed);
+        weft__free(name, WEFT__FIBER_NAME);
+    } else {
+        atomic_store_explicit(&f->rstate, FS_FREE, memory_order_relaxed);
     }
     if (w)
         cache_put(w, f);
     else
-        weft__free(f, sizeof *f);
+        loose_put(f);
 }
 
 void weft__fiber_free(struct weft_fiber *f)
@@ -224,7 +296,8 @@ void weft__fiber_free(struct weft_fiber *f)
 
 /* ---- spawning ------------------------------------------------------------ */
 
-weft_fiber *weft_spawn_ex(const weft_spawn_opts *o, weft_fn fn, void *arg)
+/* weft_spawn_ex, with the caller's return address for the registry. */
+static weft_fiber *spawn(const weft_spawn_opts *o, weft_fn fn, void *arg, void *pc)
 {
     static const weft_spawn_opts defaults = { NULL, 0, 0 };
     if (!o)
@@ -251,6 +324,7 @@ weft_fiber *weft_spawn_ex(const weft_spawn_opts *o, weft_fn fn, void *arg)
         errno = ENOMEM;
         return NULL;
     }
+    f->spawn_pc = pc;
     if (w) {
         /* Relaxed: owner-only counter; the release store of the child's
          * exit (weft__fiber_finish) comes after this in happens-before. */
@@ -266,9 +340,14 @@ weft_fiber *weft_spawn_ex(const weft_spawn_opts *o, weft_fn fn, void *arg)
     return f;
 }
 
+weft_fiber *weft_spawn_ex(const weft_spawn_opts *o, weft_fn fn, void *arg)
+{
+    return spawn(o, fn, arg, __builtin_return_address(0));
+}
+
 weft_fiber *weft_spawn(weft_fn fn, void *arg)
 {
-    return weft_spawn_ex(NULL, fn, arg);
+    return spawn(NULL, fn, arg, __builtin_return_address(0));
 }
 
 /* ---- the end of a fiber ---------------------------------------------- */
@@ -316,6 +395,9 @@ struct weft_fiber *weft__fiber_claim_joiner(struct weft_fiber *f)
 
 void weft__fiber_finish(struct worker *w, struct weft_fiber *f, int joiner_claimed)
 {
+    /* Before the join word says DONE: from then on the joiner may
+     * recycle the block. */
+    weft__fstate_set(f, FS_DONE, weft__clock_ms(w));
     weft__ctx_destroy(&f->ctx);
     weft__stack_put(f->ctx.stack);
     f->ctx.stack = NULL;
@@ -386,6 +468,7 @@ int weft_join(weft_fiber *f, void **result)
      * store in weft__fiber_claim_joiner). */
     if (atomic_load_explicit(&f->join, memory_order_acquire) != JOIN_DONE) {
         if (self) {
+            weft__wait_reason(WAIT_JOIN, (uintptr_t)f->id);
             weft__park(join_commit, f);
             w = weft__worker_self(); /* we may have moved */
         } else {
@@ -438,6 +521,7 @@ int weft_set_name(const char *name)
         return -EPERM;
     int err = set_name(self, name);
     self->ctx.owner_name = self->name;
+    self->trace_gen = 0; /* a running trace records the new name */
     return err;
 }
 
@@ -479,6 +563,7 @@ int weft_sleep(int64_t ns)
     int64_t now = weft__now();
     int64_t deadline = ns > INT64_MAX - now ? INT64_MAX : now + ns;
     timer_init(&self->timer, sleep_fire);
+    weft__wait_reason(WAIT_SLEEP, (uintptr_t)deadline);
     weft__park(sleep_commit, &deadline);
     return deadline == -1 ? -ENOMEM : 0;
 }

@@ -5,6 +5,7 @@
  * name the step each piece implements.
  */
 #include "sched/sched.h"
+#include "sched/trace.h"
 #include "sched/fence.h"
 
 #include <stdint.h>
@@ -38,9 +39,13 @@ static struct weft_fiber *steal_pass(struct worker *w)
             unsigned start = (unsigned)(weft__rand(w) % span);
             for (unsigned i = 0; i < span; i++) {
                 struct worker *v = &weft__rt.workers[w->victims[lo + (start + i) % span]];
+                weft__count(&w->nsteal_try);
                 struct weft_fiber *f = deque_steal_half(&v->dq, &w->dq, max);
-                if (f)
+                if (f) {
+                    weft__count(&w->nsteal);
+                    weft__trace(w, TR_STEAL, v->index);
                     return f;
+                }
             }
         }
         lo = hi;
@@ -61,6 +66,8 @@ struct weft_fiber *weft__search(struct worker *w)
         if (2 * s >= n - p)
             return NULL;
         w->searching = 1;
+        /* Relaxed: a report word (sched.h). */
+        atomic_store_explicit(&w->wstate, WS_SEARCHING, memory_order_relaxed);
         /* seq_cst: I4; ordered before our steals, so a waker that reads
          * nsearching > 0 (W1) knows we have not given up yet. */
         atomic_fetch_add_explicit(&weft__rt.nsearching, 1, memory_order_seq_cst);
@@ -80,6 +87,8 @@ struct weft_fiber *weft__search(struct worker *w)
 void weft__stop_searching(struct worker *w)
 {
     w->searching = 0;
+    /* Relaxed: a report word (sched.h). */
+    atomic_store_explicit(&w->wstate, WS_SCHED, memory_order_relaxed);
     /* S3. seq_cst: I4. */
     if (atomic_fetch_sub_explicit(&weft__rt.nsearching, 1, memory_order_seq_cst) == 1) {
         /* We were the last searcher. The fiber we stole may have come
@@ -195,7 +204,14 @@ int weft__idle(struct worker *w)
         int64_t now = weft__now();
         timeout = next > now ? next - now : 0;
     }
+    /* Relaxed: report words and the coarse clock (sched.h). */
+    atomic_store_explicit(&w->wstate, WS_PARKED, memory_order_relaxed);
+    weft__trace(w, TR_PARK, 0);
     poller_wait(w->poller, timeout);
+    weft__trace(w, TR_WAKE, 0);
+    atomic_store_explicit(&w->wstate, WS_SCHED, memory_order_relaxed);
+    atomic_store_explicit(&w->clock_ms, weft__now_ms(), memory_order_relaxed);
+    weft__count(&w->nwake);
     /* P7. */
     leave_idle(w);
     return atomic_load_explicit(&weft__rt.shutdown, memory_order_seq_cst);

@@ -111,6 +111,7 @@ static void lock_slow(struct mutex_impl *x)
         w.since = retry ? since : weft__now();
         since = w.since;
         weft__waitq_push(&x->q, &w, &p, retry);
+        weft__wait_reason(WAIT_MUTEX, (uintptr_t)x);
         weft__parker_block(&p, release_q, &x->q);
         if (w.result == RESULT_HANDOFF)
             return; /* the unlocker left M_LOCKED set for us */

@@ -21,8 +21,10 @@
  */
 #define _GNU_SOURCE
 #include "sched/sched.h"
+#include "io/blocking.h"
 #include "io/netpoll.h"
 #include "sched/fence.h"
+#include "sched/trace.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -40,6 +42,7 @@ struct weft__runtime weft__rt = {
     .idle_lock = PTHREAD_MUTEX_INITIALIZER,
     .gq_lock = PTHREAD_MUTEX_INITIALIZER,
     .fpool_lock = PTHREAD_MUTEX_INITIALIZER,
+    .report_lock = PTHREAD_MUTEX_INITIALIZER,
     .next_id = 1,
 };
 
@@ -47,6 +50,11 @@ struct weft__runtime weft__rt = {
  * workers start (their start gate orders it). */
 static void (*main_fn_saved)(void *);
 static void *main_arg_saved;
+
+uint32_t weft__now_ms(void)
+{
+    return (uint32_t)((uint64_t)weft__now() / 1000000u);
+}
 
 int64_t weft__now(void)
 {
@@ -330,9 +338,25 @@ static int run(const weft_config *cfg)
         atomic_store(&weft__rt.state, RT_RUNNING);
     }
     pthread_mutex_unlock(&weft__rt.start_lock);
+    /* The monitor (takeover, watchdog, weft-dump): the run goes on
+     * without it if it cannot start. */
+    if (started == n) {
+        weft__trace_run_start();
+        weft__monitor_start();
+    }
     for (unsigned i = 0; i < started; i++)
         pthread_join(weft__rt.workers[i].thread, NULL);
+    weft__monitor_stop();
+    weft__trace_run_end();
+    /* Before anything a pool thread's last weft__ready may touch (the
+     * global queue, the idle list, the pollers) is torn down. */
+    weft__blocking_stop();
+    /* The run's totals for weft_stats_get; then no reader may start on
+     * the workers (report_lock orders this against the readers). */
+    weft__stats_keep();
+    pthread_mutex_lock(&weft__rt.report_lock);
     atomic_store(&weft__rt.state, RT_STOPPING);
+    pthread_mutex_unlock(&weft__rt.report_lock);
     /* Only a failed start leaves fibers behind (the main fiber). */
     weft__global_discard();
     weft__fiber_pool_release();

@@ -163,6 +163,7 @@
  */
 #include "sched/sched.h"
 #include "sched/fence.h"
+#include "sched/trace.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -212,16 +213,49 @@ static void push_local(struct worker *w, struct weft_fiber *f)
     }
 }
 
+/* The owner's view of its runnext slot. Relaxed: owner-only (the
+ * takeover handler runs on this thread, only outside rt_enter..leave). */
+static inline struct weft_fiber *runnext_get(struct worker *w)
+{
+    return atomic_load_explicit(&w->runnext, memory_order_relaxed);
+}
+
+static inline void runnext_set(struct worker *w, struct weft_fiber *f)
+{
+    atomic_store_explicit(&w->runnext, f, memory_order_relaxed);
+}
+
+/* Enter code that touches runnext or the deque's owner side; returns the
+ * previous state for rt_leave. The signal fences keep the compiler from
+ * moving those accesses outside the bracket; the takeover handler runs
+ * on this same thread, so no hardware ordering is needed. Owner. */
+static inline int rt_enter(struct worker *w)
+{
+    int outer = atomic_load_explicit(&w->in_rt, memory_order_relaxed);
+    atomic_store_explicit(&w->in_rt, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+    return outer;
+}
+
+static inline void rt_leave(struct worker *w, int outer)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&w->in_rt, outer, memory_order_relaxed);
+}
+
 /* Make f the next fiber to run here; the fiber it displaces becomes
  * stealable. Owner worker. */
 static void put_runnext(struct worker *w, struct weft_fiber *f)
 {
-    struct weft_fiber *old = w->runnext;
-    w->runnext = f;
-    if (old) {
+    weft__fstate_set(f, FS_RUNNABLE, weft__clock_ms(w));
+    int outer = rt_enter(w);
+    struct weft_fiber *old = runnext_get(w);
+    runnext_set(w, f);
+    if (old)
         push_local(w, old);
+    rt_leave(w, outer);
+    if (old)
         published_to_deque();
-    }
 }
 
 /* Owner worker. */
@@ -245,6 +279,7 @@ static void push_remote(struct worker *w, struct weft_fiber *f)
 /* f into v's inbox, waking v if it sleeps. Any thread. */
 static void push_inbox(struct worker *v, struct weft_fiber *f)
 {
+    weft__fstate_set(f, FS_RUNNABLE, weft__clock_ms(weft__worker_self()));
     f->link = NULL;
     pthread_mutex_lock(&v->inbox_lock);
     if (v->inbox_tail)
@@ -309,6 +344,8 @@ struct weft_fiber *pick_local(struct worker *w, int yielding)
         return f;
     if (++w->tick == FAIRNESS_TICK) {
         w->tick = 0;
+        /* Relaxed: see struct worker (the registry's coarse clock). */
+        atomic_store_explicit(&w->clock_ms, weft__now_ms(), memory_order_relaxed);
         /* A busy worker's epoll is otherwise read only when it parks:
          * deliver ready I/O here (a no-op without registered fds). */
         poller_poll(w->poller);
@@ -317,8 +354,8 @@ struct weft_fiber *pick_local(struct worker *w, int yielding)
     }
     if (yielding && (f = take_oldest(w)))
         return f;
-    if ((f = w->runnext) && w->runnext_streak < RUNNEXT_BUDGET) {
-        w->runnext = NULL;
+    if ((f = runnext_get(w)) && w->runnext_streak < RUNNEXT_BUDGET) {
+        runnext_set(w, NULL);
         w->runnext_streak++;
         return f;
     }
@@ -331,8 +368,8 @@ struct weft_fiber *pick_local(struct worker *w, int yielding)
             __builtin_prefetch(next, 1);
         return f;
     }
-    if ((f = w->runnext)) {
-        w->runnext = NULL;
+    if ((f = runnext_get(w))) {
+        runnext_set(w, NULL);
         w->runnext_streak = 1;
         return f;
     }
@@ -400,6 +437,7 @@ static struct weft_fiber *pick_runnable(struct worker *w, int yielding)
  * is busy and will run the fiber itself. Owner worker. */
 static void requeue(struct worker *w, struct weft_fiber *f)
 {
+    weft__fstate_set(f, FS_RUNNABLE, weft__clock_ms(w));
     if (weft__rt.migrate)
         push_remote(w, f);
     else
@@ -411,26 +449,49 @@ static void requeue(struct worker *w, struct weft_fiber *f)
 static void after_switch(void)
 {
     struct worker *w = weft__worker_self();
+    weft__count(&w->nswitch);
     int h = w->handoff;
-    if (h == HANDOFF_NONE)
-        return;
-    struct weft_fiber *prev = w->handoff_fiber;
-    w->handoff = HANDOFF_NONE;
-    switch (h) {
-    case HANDOFF_YIELD:
-        requeue(w, prev);
-        break;
-    case HANDOFF_PARK:
-        if (!w->park_commit(prev, w->park_arg))
-            put_runnext(w, prev);
-        break;
-    case HANDOFF_EXIT:
-        weft__fiber_finish(w, prev, 0);
-        break;
-    case HANDOFF_EXIT_TO_JOINER:
-        weft__fiber_finish(w, prev, 1);
-        break;
+    if (h != HANDOFF_NONE) {
+        struct weft_fiber *prev = w->handoff_fiber;
+        w->handoff = HANDOFF_NONE;
+        switch (h) {
+        case HANDOFF_YIELD:
+            requeue(w, prev);
+            break;
+        case HANDOFF_PARK:
+            if (!w->park_commit(prev, w->park_arg))
+                put_runnext(w, prev);
+            break;
+        case HANDOFF_EXIT:
+            weft__fiber_finish(w, prev, 0);
+            break;
+        case HANDOFF_EXIT_TO_JOINER:
+            weft__fiber_finish(w, prev, 1);
+            break;
+        }
     }
+    /* The switch that began with rt_enter (weft_yield, weft__park,
+     * exit_fiber, the worker loop) is over. */
+    rt_leave(w, 0);
+}
+
+/* f is about to run on w: the registry's word. Owner worker. */
+static inline void mark_running(struct worker *w, struct weft_fiber *f)
+{
+    /* Relaxed: registry words, see sched.h. */
+    weft__fstate_set(f, FS_RUNNING, weft__clock_ms(w));
+    if (WEFT__REGISTRY)
+        atomic_store_explicit(&f->worker, (uint16_t)w->index, memory_order_relaxed);
+    atomic_store_explicit(&w->running, f, memory_order_relaxed);
+    weft__trace(w, TR_RUN, (uintptr_t)f);
+}
+
+/* w goes back to its scheduler context. Owner worker. */
+static inline void mark_sched(struct worker *w)
+{
+    /* Relaxed: see mark_running. */
+    atomic_store_explicit(&w->running, NULL, memory_order_relaxed);
+    weft__trace(w, TR_RUN, 0);
 }
 
 /* Switch from the running fiber self to next (NULL: the scheduler
@@ -442,6 +503,10 @@ static void switch_away(struct worker *w, struct weft_fiber *self,
     w->handoff = handoff;
     w->handoff_fiber = self;
     w->current = next;
+    if (next)
+        mark_running(w, next);
+    else
+        mark_sched(w);
     weft__ctx_switch(&self->ctx, next ? &next->ctx : &w->sched_ctx, next);
     after_switch();
 }
@@ -449,6 +514,7 @@ static void switch_away(struct worker *w, struct weft_fiber *self,
 __attribute__((noreturn)) static void exit_fiber(struct weft_fiber *self)
 {
     struct worker *w = weft__worker_self();
+    rt_enter(w); /* left by the next context's after_switch */
     /* A parked joiner runs next, as if woken into runnext: it inherits
      * the budget (and the debug mode moves it through weft__ready). */
     struct weft_fiber *next = NULL;
@@ -462,6 +528,10 @@ __attribute__((noreturn)) static void exit_fiber(struct weft_fiber *self)
     }
     w->handoff_fiber = self;
     w->current = next;
+    if (next)
+        mark_running(w, next);
+    else
+        mark_sched(w);
     weft__ctx_exit(&self->ctx, next ? &next->ctx : &w->sched_ctx, next);
 }
 
@@ -480,6 +550,7 @@ void weft__ready(struct weft_fiber *f)
 {
     struct worker *w = weft__worker_self();
     if (!w) {
+        weft__fstate_set(f, FS_RUNNABLE, weft__now_ms());
         weft__global_push(f);
         weft__wakep(); /* the push published with a seq_cst add */
         return;
@@ -504,10 +575,25 @@ void weft__ready_on(struct worker *v, struct weft_fiber *f)
         push_inbox(v, f);
 }
 
+void weft__wait_reason(unsigned why, uintptr_t obj)
+{
+    struct worker *w = weft__worker_self();
+    struct weft_fiber *self = w ? w->current : NULL;
+    if (!self || !WEFT__REGISTRY)
+        return; /* a plain thread: not in the registry */
+    /* Relaxed: registry words, see sched.h. */
+    atomic_store_explicit(&self->wait, (uint8_t)why, memory_order_relaxed);
+    atomic_store_explicit(&self->wait_obj, obj, memory_order_relaxed);
+}
+
 void weft__park(int (*commit)(struct weft_fiber *self, void *arg), void *arg)
 {
     struct worker *w = weft__worker_self();
     struct weft_fiber *self = w->current;
+    rt_enter(w); /* left by after_switch when we run again */
+    /* Before the commit publishes self: a waker's FS_RUNNABLE comes after. */
+    weft__fstate_set(self, FS_PARKED, weft__clock_ms(w));
+    weft__count(&w->npark);
     struct weft_fiber *next = pick_runnable(w, 0);
     w->park_commit = commit;
     w->park_arg = arg;
@@ -522,17 +608,24 @@ void weft_yield(void)
         sched_yield();
         return;
     }
+    rt_enter(w); /* left by after_switch, or below */
     struct weft_fiber *next = pick_runnable(w, 1);
     /* Nothing else to run here: carry on, unless the debug mode wants
-     * this fiber moved anyway. */
-    if (!next && !weft__rt.migrate)
+     * this fiber moved anyway. Counted as a switch (to itself), so the
+     * monitor sees the fiber yield. */
+    if (!next && !weft__rt.migrate) {
+        weft__count(&w->nswitch);
+        rt_leave(w, 0);
         return;
+    }
     switch_away(w, self, next, HANDOFF_YIELD);
 }
 
 void weft__worker_loop(struct worker *w)
 {
     weft__ctx_init_current(&w->sched_ctx);
+    /* Relaxed: see struct worker. */
+    atomic_store_explicit(&w->clock_ms, weft__now_ms(), memory_order_relaxed);
     for (;;) {
         struct weft_fiber *f = pick_runnable(w, 0);
         if (!f) {
@@ -549,7 +642,9 @@ void weft__worker_loop(struct worker *w)
         }
         if (w->searching)
             weft__stop_searching(w);
+        rt_enter(w); /* left by f's after_switch */
         w->current = f;
+        mark_running(w, f);
         weft__ctx_switch(&w->sched_ctx, &f->ctx, f);
         after_switch();
     }

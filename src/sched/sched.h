@@ -29,26 +29,64 @@
 
 struct worker;
 struct gq_chunk;
+struct fiber_slab;
+struct trace_buf;
 
 /* ---- fibers (fiber.c) --------------------------------------------------- */
 
 /*
- * A fiber's control block: 128 bytes in release builds (one allocation
- * class, two cache lines), since a million unjoined fibers are a million
- * of these. Allocated by weft_spawn*, freed by the join (or by the fiber
- * itself at exit when detached). While it has not started, ctx.stack is
- * NULL and the fiber holds no stack; it gets one when a worker first picks
- * it, and gives it back as soon as it has switched away for the last time.
+ * The fiber registry. Every control block lives in a slab (fiber.c) that
+ * is never freed while the runtime runs, so a reader on another thread
+ * (weft_dump, the monitor) may walk all of them at any moment: a block
+ * whose `rstate` is FS_FREE is not a fiber now. The registry words below
+ * are written by whoever moves the fiber between states, with relaxed
+ * stores (they describe, they never decide: no thread acts on what it
+ * reads there except to print it), and read with relaxed loads.
+ */
+enum weft__fstate {
+    FS_FREE = 0,  /* in a cache, not a fiber                              */
+    FS_RUNNABLE,  /* on a run queue (or about to be)                      */
+    FS_RUNNING,   /* on a worker                                          */
+    FS_PARKED,    /* blocked; `wait` and `wait_obj` say on what           */
+    FS_DONE,      /* returned, waiting to be joined                       */
+};
+
+/* What a parked fiber waits for (the registry's wait reason). */
+enum weft__wait {
+    WAIT_NONE = 0,
+    WAIT_JOIN,       /* obj: the id of the fiber joined                   */
+    WAIT_SLEEP,      /* obj: the deadline (weft_now clock)                 */
+    WAIT_MUTEX,      /* obj: the weft_mutex                                */
+    WAIT_COND,       /* obj: the weft_cond                                 */
+    WAIT_WG,         /* obj: the weft_wg                                   */
+    WAIT_SEM,        /* obj: the weft_sem                                  */
+    WAIT_CHAN_SEND,  /* obj: the weft_chan                                 */
+    WAIT_CHAN_RECV,  /* obj: the weft_chan                                 */
+    WAIT_SELECT,     /* obj: the first channel of the select               */
+    WAIT_FD_READ,    /* obj: the fd                                        */
+    WAIT_FD_WRITE,   /* obj: the fd                                        */
+    WAIT_FD_RW,      /* obj: the fd                                        */
+    WAIT_BLOCKING,   /* obj: the function run on the blocking pool         */
+    WAIT_MIGRATE,    /* obj: the worker it moves to                        */
+    WAIT__COUNT
+};
+
+/*
+ * A fiber's control block: three cache lines. Allocated by weft_spawn*
+ * from the registry's slabs, recycled by the join (or by the fiber itself
+ * at exit when detached). While it has not started, ctx.stack is NULL
+ * and the fiber holds no stack; it gets one when a worker first picks it,
+ * and gives it back as soon as it has switched away for the last time.
  *
- * Who may touch what: fn, id and stack_kib are written before
+ * Who may touch what: fn, id, stack_kib and spawn_pc are written before
  * the fiber is published and read-only after. ctx, arg, timer and name
  * belong to whichever thread runs the fiber (or handles it in a handoff)
  * at the moment; the queues' release/acquire pairs carry them between
  * threads. join and claimed are atomics (see fiber.c). link belongs to
- * the queue or list the fiber is on.
+ * the queue or list the fiber is on. The registry words: see above.
  */
 struct weft_fiber {
-    weft__ctx          ctx;
+    _Alignas(WEFT__CACHELINE) weft__ctx ctx;
     struct weft_fiber *link;       /* global queue, inbox, free list    */
     weft_fn            fn;
     void              *arg;        /* fn's argument; its result after   */
@@ -58,7 +96,40 @@ struct weft_fiber {
     uint32_t           stack_kib;  /* asked for; 0: the runtime default  */
     struct weft__timer timer;      /* sleeps; later I/O deadlines        */
     char              *name;       /* NULL, or WEFT__FIBER_NAME bytes    */
+    /* The registry. */
+    _Atomic uint8_t    rstate;     /* enum weft__fstate                  */
+    _Atomic uint8_t    wait;       /* enum weft__wait while FS_PARKED    */
+    _Atomic uint16_t   worker;     /* the worker it last ran on          */
+    _Atomic uint32_t   since;      /* weft__coarse_ms() of the last change */
+    _Atomic uintptr_t  wait_obj;   /* see enum weft__wait                */
+    void              *spawn_pc;   /* return address of weft_spawn*'s caller */
+    struct fiber_slab *slab;       /* the slab the block belongs to      */
+    uint32_t           trace_gen;  /* trace session that has its name (trace.c) */
 };
+
+/* Milliseconds on the weft_now clock, truncated to 32 bits: what the
+ * registry's `since` holds (differences are taken modulo 2^32). Any
+ * thread. */
+uint32_t weft__now_ms(void);
+
+/* Registry bookkeeping, by whoever moves f: relaxed stores (see above). */
+static inline void weft__fstate_set(struct weft_fiber *f, unsigned st, uint32_t now_ms)
+{
+    if (!WEFT__REGISTRY)
+        return; /* compiled out (-Dregistry=false), to measure its cost */
+    atomic_store_explicit(&f->rstate, (uint8_t)st, memory_order_relaxed);
+    atomic_store_explicit(&f->since, now_ms, memory_order_relaxed);
+}
+
+/* The caller is about to park on obj for reason `why` (enum
+ * weft__wait): record it before weft__park. A no-op on a plain thread.
+ * Any thread. */
+void weft__wait_reason(unsigned why, uintptr_t obj);
+
+/* Call fn(f, arg) for every block that is a fiber now (rstate not
+ * FS_FREE when looked at; it may change while fn runs). The walk takes no
+ * lock any fiber operation takes. Any thread, while the runtime runs. */
+void weft__registry_walk(void (*fn)(struct weft_fiber *f, void *arg), void *arg);
 
 /* A new, unstarted control block for fn(arg) with options o (not NULL),
  * from w's free list when w is not NULL. NULL if out of memory. The
@@ -98,7 +169,14 @@ struct worker {
     /* Owner-only state: read and written by this worker's thread alone
      * (other threads may read `current` and the counters for reports). */
     struct weft_fiber *current;    /* running fiber; NULL in the scheduler */
-    struct weft_fiber *runnext;    /* never stolen (see the essay)         */
+    /* Owner-only, but also read by the monitor (a hint) and moved by the
+     * takeover signal handler on the owner's own thread (monitor.c):
+     * relaxed atomics, which cost plain moves. */
+    _Atomic(struct weft_fiber *) runnext; /* stolen only by takeover   */
+    /* 1 while the owner is in code that touches runnext or its deque's
+     * owner side (the takeover handler then leaves them alone). Same
+     * thread only: relaxed, ordered by signal fences. */
+    _Atomic int        in_rt;
     unsigned           index;
     unsigned           tick;       /* picks since the last fairness check */
     unsigned           runnext_streak; /* consecutive runnext picks       */
@@ -121,6 +199,21 @@ struct worker {
      * worker checking for quiescence (runtime.c). */
     _Atomic uint64_t   nspawned;
     _Atomic uint64_t   nexited;
+    /* Statistics (weft_stats_get) and the monitor's progress check:
+     * written by the owner only, with relaxed load+store (no locked
+     * instruction), read by anyone with relaxed loads. */
+    _Atomic uint64_t   nswitch;    /* context switches                   */
+    _Atomic uint64_t   nsteal;     /* successful steals                   */
+    _Atomic uint64_t   nsteal_try; /* victims tried                       */
+    _Atomic uint64_t   npark;      /* fibers parked                       */
+    _Atomic uint64_t   nwake;      /* times this worker woke from idle    */
+    _Atomic uint32_t   clock_ms;   /* coarse clock, see weft__clock_ms    */
+    _Atomic int        wstate;     /* enum weft__wstate, for reports      */
+    /* `current` for other threads (the monitor, reports): relaxed
+     * stores by the owner at every switch, relaxed loads. */
+    _Atomic(struct weft_fiber *) running;
+    /* The trace buffer while a trace records (trace.c). */
+    _Atomic(struct trace_buf *) trace;
 
     /* Shared with thieves (the deque aligns its own hot words). */
     struct deque       dq;
@@ -133,6 +226,27 @@ struct worker {
     int                idle_pos;      /* in weft__rt.idle; -1: not there. With idle_lock */
     int                handed_search; /* a waker made us a searcher. With idle_lock */
 };
+
+/* What a worker is doing, for reports. */
+enum weft__wstate { WS_SCHED = 0, WS_RUNNING, WS_SEARCHING, WS_PARKED, WS_STOPPED };
+
+/* Owner-only counter increment: a relaxed load and store, no locked
+ * instruction (only the owner writes; readers tolerate a stale value). */
+static inline void weft__count(_Atomic uint64_t *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+/* The registry's clock for a caller that knows its worker w (NULL: a
+ * plain thread): w's coarse clock, refreshed every FAIRNESS_TICK picks
+ * and at every wake-up (sched.c), so reading it costs a load; off-worker
+ * the real clock. */
+static inline uint32_t weft__clock_ms(struct worker *w)
+{
+    /* Relaxed: a coarse timestamp, owner-written; see struct worker. */
+    return w ? atomic_load_explicit(&w->clock_ms, memory_order_relaxed) : weft__now_ms();
+}
 
 /* The worker the calling thread is, or NULL on a plain thread. Not
  * inlined, on purpose: after a context switch the caller may be on
@@ -175,6 +289,14 @@ struct weft__runtime {
     struct weft_fiber *fpool;        /* with fpool_lock                    */
     _Atomic size_t    fpool_batches; /* written with fpool_lock            */
 
+    /* The registry (fiber.c): every slab of control blocks, newest
+     * first. Pushed with a release CAS, walked after an acquire load;
+     * freed only when the run ends, with report_lock held, which every
+     * walker off the runtime's own threads holds too. */
+    _Atomic(struct fiber_slab *) slabs;
+    struct weft_fiber *floose;       /* with fpool_lock: single free blocks */
+    pthread_mutex_t   report_lock;
+
     /* Ids, stack pressure. */
     _Alignas(WEFT__CACHELINE) _Atomic uint64_t next_id;
     _Atomic int       stack_starved; /* spawn fails with EAGAIN while set  */
@@ -185,6 +307,16 @@ extern struct weft__runtime weft__rt;
 /* Are all fibers finished? Initiate shutdown if so (waking every parked
  * worker). Returns 1 once the runtime is shutting down. Any worker. */
 int weft__check_termination(void);
+
+/* Start the monitor thread (monitor.c) for a run whose workers all
+ * started; 0 or a negative errno. Stop it (a no-op if it did not start)
+ * after the workers joined. The caller of weft_run. */
+int  weft__monitor_start(void);
+void weft__monitor_stop(void);
+
+/* Keep the run's counters for weft_stats_get after it ends. The caller
+ * of weft_run, after the workers joined. */
+void weft__stats_keep(void);
 
 /* Monotonic clock, ns (the public weft_now, callable internally). */
 int64_t weft__now(void);

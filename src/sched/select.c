@@ -242,6 +242,17 @@ int weft__chan_select(weft_select_case *cases, size_t n, int64_t timeout_ns)
         w->result = 0;
         weft__waitq_push(cases[i].op == WEFT_SEND ? &ch->sendq : &ch->recvq, w, &p, 0);
     }
+    {
+        /* The registry's wait reason: the channel and direction when
+         * there is one channel, else the first channel of the select. */
+        size_t live = 0, first = 0;
+        for (size_t i = 0; i < n; i++)
+            if (cases[i].chan && !live++)
+                first = i;
+        unsigned why = live > 1 ? WAIT_SELECT
+                     : cases[first].op == WEFT_SEND ? WAIT_CHAN_SEND : WAIT_CHAN_RECV;
+        weft__wait_reason(why, (uintptr_t)cases[first].chan);
+    }
     rc = weft__parker_block(&p, unlock_all, &s);
     if (rc == 0) {
         rc = p.winner;

@@ -63,6 +63,7 @@ int weft_sem_timedwait(weft_sem *s, int64_t timeout_ns)
         return 0;
     }
     weft__waitq_push(&x->q, &w, &p, 0);
+    weft__wait_reason(WAIT_SEM, (uintptr_t)s);
     int rc = weft__parker_block(&p, release_q, &x->q);
     if (rc != 0) {
         weft__waiter_cancel(&x->q.lock, &x->q, &w);

@@ -73,5 +73,6 @@ void weft_wg_wait(weft_wg *wg)
     struct weft__waiter w = { .index = 0 };
     weft__parker_init(&p, -1);
     weft__waitq_push(&x->q, &w, &p, 0);
+    weft__wait_reason(WAIT_WG, (uintptr_t)wg);
     weft__parker_block(&p, release_q, &x->q);
 }
