@@ -22,7 +22,7 @@
 #include "weft.h"
 #include "sched/sched.h"
 
-enum { F_SLEEP, F_JOIN, F_RECV, F_LOCK, F_READ, NFIBERS };
+enum { FIB_SLEEP, FIB_JOIN, FIB_RECV, FIB_LOCK, FIB_READ, NFIBERS };
 
 static const char *const fiber_names[NFIBERS] = {
     "sleeper", "joiner", "chan-reader", "mutex-waiter", "pipe-reader",
@@ -50,7 +50,7 @@ __attribute__((noinline)) static void gdb_fibers_sleep_here(void)
 
 __attribute__((noinline)) static void gdb_fibers_join_here(void)
 {
-    weft_join(fibers[F_SLEEP], NULL);
+    weft_join(fibers[FIB_SLEEP], NULL);
     __asm__ volatile("" ::: "memory");
 }
 
@@ -77,11 +77,11 @@ __attribute__((noinline)) static void gdb_fibers_read_here(void)
 static void *fiber_main(void *arg)
 {
     switch ((int)(intptr_t)arg) {
-    case F_SLEEP: gdb_fibers_sleep_here(); break;
-    case F_JOIN:  gdb_fibers_join_here();  break;
-    case F_RECV:  gdb_fibers_recv_here();  break;
-    case F_LOCK:  gdb_fibers_lock_here();  break;
-    case F_READ:  gdb_fibers_read_here();  break;
+    case FIB_SLEEP: gdb_fibers_sleep_here(); break;
+    case FIB_JOIN:  gdb_fibers_join_here();  break;
+    case FIB_RECV:  gdb_fibers_recv_here();  break;
+    case FIB_LOCK:  gdb_fibers_lock_here();  break;
+    case FIB_READ:  gdb_fibers_read_here();  break;
     }
     return NULL;
 }

@@ -500,6 +500,91 @@ START_TEST(trace_api)
 }
 END_TEST
 
+/* ---- crash reports ------------------------------------------------------------- */
+
+/* Not static, and the test programs link with -rdynamic, so that
+ * backtrace_symbols_fd can name it. */
+void weft_test_crash_here(volatile int *p);
+__attribute__((noinline)) void weft_test_crash_here(volatile int *p)
+{
+    *p = 1;
+}
+
+static void *crasher(void *arg)
+{
+    (void)arg;
+    weft_set_name("crasher");
+    weft_sleep(1000000); /* its last wait */
+    weft_test_crash_here(NULL);
+    return NULL;
+}
+
+static void crash_main(void *arg)
+{
+    (void)arg;
+    weft_join(weft_spawn(crasher, NULL), NULL);
+}
+
+static void crash_child(void)
+{
+    weft_config c;
+    weft_config_init(&c);
+    c.workers = 2;
+    weft_run(&c, crash_main, NULL);
+    _exit(0); /* not reached */
+}
+
+START_TEST(crash_report_names_fiber)
+{
+    struct child_result r = run_in_child(crash_child);
+    ck_assert_msg(r.signaled || (r.exited && r.status != 0), "child survived: %s", r.err);
+    ck_assert_msg(matches(r.err, "weft: fatal signal SIGSEGV \\(address 0x0\\) in fiber [0-9]+ 'crasher'"),
+                  "stderr: %s", r.err);
+    ck_assert_msg(strstr(r.err, "last wait: sleep") != NULL, "stderr: %s", r.err);
+    ck_assert_msg(strstr(r.err, "weft_test_crash_here") != NULL, "stderr: %s", r.err);
+}
+END_TEST
+
+static void *aborter(void *arg)
+{
+    weft_chan *ch = arg;
+    weft_set_name("aborter");
+    int v;
+    weft_chan_recv(ch, &v);
+    abort();
+}
+
+static void abort_main(void *arg)
+{
+    (void)arg;
+    weft_chan *ch = weft_chan_new(sizeof(int), 0);
+    weft_fiber *f = weft_spawn(aborter, ch);
+    weft_yield(); /* one worker: the aborter runs and parks in its recv */
+    int v = 7;
+    weft_chan_send(ch, &v);
+    weft_join(f, NULL);
+}
+
+static void abort_child(void)
+{
+    weft_config c;
+    weft_config_init(&c);
+    c.workers = 1;
+    weft_run(&c, abort_main, NULL);
+    _exit(0); /* not reached */
+}
+
+START_TEST(crash_report_on_abort)
+{
+    struct child_result r = run_in_child(abort_child);
+    ck_assert_msg(r.signaled && r.sig == SIGABRT, "child: %s", r.err);
+    ck_assert_msg(matches(r.err, "weft: fatal signal SIGABRT in fiber [0-9]+ 'aborter'"),
+                  "stderr: %s", r.err);
+    ck_assert_msg(matches(r.err, "last wait: chan recv 0x[0-9a-f]+"), "stderr: %s", r.err);
+    ck_assert_msg(strstr(r.err, "weft: backtrace") != NULL, "stderr: %s", r.err);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("monitor");
@@ -523,6 +608,11 @@ static Suite *make_suite(void)
     tcase_add_test(tr, trace_from_env);
     tcase_add_test(tr, trace_api);
     suite_add_tcase(s, tr);
+    TCase *cr = tcase_create("crash");
+    tcase_set_timeout(cr, 60);
+    tcase_add_test(cr, crash_report_names_fiber);
+    tcase_add_test(cr, crash_report_on_abort);
+    suite_add_tcase(s, cr);
     return s;
 }
 

@@ -31,6 +31,18 @@ static inline void weft__fmt_u64(struct weft__fmt *f, uint64_t v)
         f->buf[f->len++] = tmp[--n];
 }
 
+static inline void weft__fmt_hex(struct weft__fmt *f, uint64_t v)
+{
+    char tmp[16];
+    int n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    while (n > 0 && f->len < f->cap)
+        f->buf[f->len++] = tmp[--n];
+}
+
 static inline void weft__fmt_write(const struct weft__fmt *f, int fd)
 {
     size_t off = 0;

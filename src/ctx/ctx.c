@@ -14,10 +14,21 @@
  * stack has no guard; its lowest word is checked every time its context is
  * switched away from (weft__ctx_check_canary in ctx.h), which catches an
  * overflow that came back up before the next switch.
+ *
+ * Crash reports. The same handler also catches SIGILL, SIGFPE and
+ * SIGABRT, and for any fatal signal raised while a fiber or coroutine
+ * runs it first prints who was running: the owner's id and name, what
+ * the owner layer adds (the scheduler's hook: the fiber's last wait), and
+ * a backtrace through the signal frame (glibc's backtrace, whose unwinder
+ * reads the CFI; symbols as backtrace_symbols_fd finds them in the
+ * dynamic symbol tables). Then the signal goes on as described above, so
+ * the process still dies of it (or the program's own handler runs). One
+ * report per thread: an overflow's abort() does not report twice.
  */
 #include "ctx/ctx.h"
 
 #include <errno.h>
+#include <execinfo.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -159,25 +170,77 @@ static void report_overflow(const weft__ctx *c)
     weft__fmt_write(&f, 2);
 }
 
+static __thread int crash_reported;
+
+void (*weft__ctx_crash_hook)(const weft__ctx *c, int fd);
+
 void weft__ctx_overflow(const weft__ctx *c)
 {
+    crash_reported = 1;
     report_overflow(c);
     abort();
 }
 
-static struct sigaction prev_segv, prev_bus;
+enum { SIG_SEGV, SIG_BUS, SIG_ILL, SIG_FPE, SIG_ABRT, NSIGS };
+static const int fatal_sigs[NSIGS] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT };
+static const char *const fatal_names[NSIGS] = { "SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT" };
+static struct sigaction prev_act[NSIGS];
 
-static void segv_handler(int sig, siginfo_t *si, void *uc)
+static int sig_index(int sig)
+{
+    for (int i = 0; i < NSIGS; i++)
+        if (fatal_sigs[i] == sig)
+            return i;
+    return SIG_SEGV;
+}
+
+/* A fatal signal while the context c (a fiber's or a coroutine's) runs:
+ * who it was, its last wait, where. Async-signal-safe but for glibc's
+ * backtrace, which is warmed up at install time (its first call loads
+ * libgcc_s). */
+static void report_crash(const weft__ctx *c, int sig, const siginfo_t *si)
+{
+    char buf[320];
+    struct weft__fmt f = WEFT__FMT_INIT(buf);
+    weft__fmt_str(&f, "weft: fatal signal ");
+    weft__fmt_str(&f, fatal_names[sig_index(sig)]);
+    if (sig == SIGSEGV || sig == SIGBUS) {
+        weft__fmt_str(&f, " (address 0x");
+        weft__fmt_hex(&f, (uint64_t)(uintptr_t)si->si_addr);
+        weft__fmt_str(&f, ")");
+    }
+    weft__fmt_str(&f, " in ");
+    weft__fmt_str(&f, c->owner_kind == WEFT__OWNER_FIBER ? "fiber" : "coroutine");
+    weft__fmt_str(&f, " ");
+    weft__fmt_u64(&f, c->owner_id);
+    weft__fmt_str(&f, " '");
+    weft__fmt_str(&f, c->owner_name ? c->owner_name : "");
+    weft__fmt_str(&f, "'\n");
+    weft__fmt_write(&f, 2);
+    if (weft__ctx_crash_hook)
+        weft__ctx_crash_hook(c, 2);
+    static const char bt[] = "weft: backtrace (innermost first):\n";
+    (void)!write(2, bt, sizeof bt - 1);
+    void *pcs[64];
+    int n = backtrace(pcs, 64);
+    backtrace_symbols_fd(pcs, n, 2);
+}
+
+static void fatal_handler(int sig, siginfo_t *si, void *uc)
 {
     const weft__ctx *c = weft__ctx_running;
-    if (c && c->stack && c->stack->guard) {
+    if ((sig == SIGSEGV || sig == SIGBUS) && c && c->stack && c->stack->guard) {
         const char *a = si->si_addr;
         const char *glo = (const char *)c->stack->lo - c->stack->guard;
         if (a >= glo && a < (const char *)c->stack->lo)
             weft__ctx_overflow(c);
     }
-    /* Not ours: hand it on as if we had never been installed. */
-    struct sigaction *prev = sig == SIGBUS ? &prev_bus : &prev_segv;
+    if (c && c->owner_kind != WEFT__OWNER_THREAD && !crash_reported) {
+        crash_reported = 1;
+        report_crash(c, sig, si);
+    }
+    /* Hand it on as if we had never been installed. */
+    struct sigaction *prev = &prev_act[sig_index(sig)];
     if ((prev->sa_flags & SA_SIGINFO) && prev->sa_sigaction) {
         prev->sa_sigaction(sig, si, uc);
     } else if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
@@ -194,13 +257,15 @@ static void segv_handler(int sig, siginfo_t *si, void *uc)
 
 static void install_handler(void)
 {
+    void *warm[1];
+    (void)backtrace(warm, 1); /* loads libgcc_s now, not in a handler */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = segv_handler;
+    sa.sa_sigaction = fatal_handler;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGSEGV, &sa, &prev_segv);
-    sigaction(SIGBUS, &sa, &prev_bus);
+    for (int i = 0; i < NSIGS; i++)
+        sigaction(fatal_sigs[i], &sa, &prev_act[i]);
 }
 
 #define ALTSTACK_SIZE (64 * 1024)

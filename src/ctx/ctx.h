@@ -137,6 +137,11 @@ void weft__ctx_thread_prepare(void);
 /* Report a broken canary or guard hit on c and abort. */
 __attribute__((noreturn, cold)) void weft__ctx_overflow(const weft__ctx *c);
 
+/* Set by the owner layer (the scheduler): prints, async-signal-safely,
+ * what it knows of context c (a fiber's last wait) to fd when a fatal
+ * signal hits while c runs. NULL: nothing more. */
+extern void (*weft__ctx_crash_hook)(const weft__ctx *c, int fd);
+
 /* Sanitizer halves of a switch; compiled away in other builds. */
 #if WEFT__ASAN
 void weft__ctx_asan_leave(weft__ctx *from, weft__ctx *to, int exiting);

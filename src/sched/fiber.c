@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/fmt.h"
 #include "sched/waitq.h"
 
 #define JOIN_RUNNING  ((uintptr_t)0)
@@ -566,4 +567,64 @@ int weft_sleep(int64_t ns)
     weft__wait_reason(WAIT_SLEEP, (uintptr_t)deadline);
     weft__park(sleep_commit, &deadline);
     return deadline == -1 ? -ENOMEM : 0;
+}
+
+/* ---- names of wait reasons, crash reports -------------------------------- */
+
+static const char *const wait_names[WAIT__COUNT] = {
+    [WAIT_NONE] = "unknown",        [WAIT_JOIN] = "join",
+    [WAIT_SLEEP] = "sleep",         [WAIT_MUTEX] = "mutex",
+    [WAIT_COND] = "cond",           [WAIT_WG] = "wg",
+    [WAIT_SEM] = "sem",             [WAIT_CHAN_SEND] = "chan send",
+    [WAIT_CHAN_RECV] = "chan recv", [WAIT_SELECT] = "select",
+    [WAIT_FD_READ] = "fd read",     [WAIT_FD_WRITE] = "fd write",
+    [WAIT_FD_RW] = "fd read+write", [WAIT_BLOCKING] = "blocking call",
+    [WAIT_MIGRATE] = "migrate",
+};
+
+const char *weft__wait_name(unsigned why)
+{
+    return why < WAIT__COUNT && wait_names[why] ? wait_names[why] : "unknown";
+}
+
+/* weft__ctx_crash_hook for fibers: the last wait, the worker, the spawn
+ * site. The fiber is running on this thread, so its fields are ours to
+ * read. Async-signal-safe. */
+static void crash_hook(const weft__ctx *c, int fd)
+{
+    if (c->owner_kind != WEFT__OWNER_FIBER)
+        return;
+    const struct weft_fiber *f = weft__container_of(c, const struct weft_fiber, ctx);
+    char buf[256];
+    struct weft__fmt o = WEFT__FMT_INIT(buf);
+    /* Relaxed: registry words (sched.h); this thread wrote the last ones. */
+    unsigned why = atomic_load_explicit(&f->wait, memory_order_relaxed);
+    weft__fmt_str(&o, "weft: on worker ");
+    weft__fmt_u64(&o, atomic_load_explicit(&f->worker, memory_order_relaxed));
+    weft__fmt_str(&o, "; last wait: ");
+    if (why == WAIT_NONE) {
+        weft__fmt_str(&o, "none (it never blocked)");
+    } else {
+        weft__fmt_str(&o, weft__wait_name(why));
+        uintptr_t obj = atomic_load_explicit(&f->wait_obj, memory_order_relaxed);
+        if (why == WAIT_JOIN) {
+            weft__fmt_str(&o, " fiber ");
+            weft__fmt_u64(&o, obj);
+        } else if (why == WAIT_FD_READ || why == WAIT_FD_WRITE || why == WAIT_FD_RW) {
+            weft__fmt_str(&o, " fd ");
+            weft__fmt_u64(&o, obj);
+        } else if (why != WAIT_SLEEP) {
+            weft__fmt_str(&o, " 0x");
+            weft__fmt_hex(&o, obj);
+        }
+    }
+    weft__fmt_str(&o, "; spawned from 0x");
+    weft__fmt_hex(&o, (uint64_t)(uintptr_t)f->spawn_pc);
+    weft__fmt_str(&o, "\n");
+    weft__fmt_write(&o, fd);
+}
+
+void weft__fiber_crash_hook_install(void)
+{
+    weft__ctx_crash_hook = crash_hook;
 }

@@ -336,12 +336,15 @@ static int run(const weft_config *cfg)
     } else {
         err = 0;
         atomic_store(&weft__rt.state, RT_RUNNING);
+        /* WEFT_TRACE: before the workers pass the start gate, so the
+         * trace sees the whole run. */
+        weft__trace_run_start();
     }
     pthread_mutex_unlock(&weft__rt.start_lock);
     /* The monitor (takeover, watchdog, weft-dump): the run goes on
      * without it if it cannot start. */
     if (started == n) {
-        weft__trace_run_start();
+        weft__fiber_crash_hook_install();
         weft__monitor_start();
     }
     for (unsigned i = 0; i < started; i++)

@@ -126,6 +126,11 @@ static inline void weft__fstate_set(struct weft_fiber *f, unsigned st, uint32_t 
  * Any thread. */
 void weft__wait_reason(unsigned why, uintptr_t obj);
 
+/* The name of a wait reason ("chan recv", "fd read", ...). */
+const char *weft__wait_name(unsigned why);
+/* Make fatal-signal reports (ctx.c) name a crashing fiber's last wait. */
+void weft__fiber_crash_hook_install(void);
+
 /* Call fn(f, arg) for every block that is a fiber now (rstate not
  * FS_FREE when looked at; it may change while fn runs). The walk takes no
  * lock any fiber operation takes. Any thread, while the runtime runs. */
