@@ -35,6 +35,15 @@ failed (the report is written either way), 2 on a usage error.
 Environment given to every program: WEFT_WORKERS and GOMAXPROCS set to the
 worker count, so a Go peer or a program reading WEFT_WORKERS needs no
 special casing.
+
+Network benchmarks (echo, http, idle-conns) run a server and a client
+against it. There the worker count is the number of CPUs the server gets:
+the server is pinned to the first N CPUs this process may use and the
+client to the next N (2 CPUs: server cpu0, client cpu1; 16: 8 and 8), so
+they never compete for a CPU. Counts that would leave the client fewer
+than N CPUs are left out (when that is all of them, the rows say
+skipped=needs-2N-cpus). RLIMIT_NOFILE's soft limit is raised to the hard
+limit for every program, for the many connections.
 """
 
 import argparse
@@ -42,6 +51,9 @@ import collections
 import math
 import os
 import platform
+import re
+import resource
+import select
 import signal
 import subprocess
 import sys
@@ -61,11 +73,20 @@ import time
 #           (for a benchmark its definition fixes at particular counts)
 #   quick   extra arguments for --quick (smaller sizes for a smoke run)
 #
+#   server  for a network benchmark: the command line of the server to
+#           start first ({build}, {workers}); it must print a line ending
+#           in "HOST:PORT ..." (its first line) once it listens. argv then
+#           may use {port}, {server_pid}, {client_cpus} (e.g. "1" or
+#           "8-15") and {client_threads} (how many CPUs that is)
+#
 # A program that is not in the build directory (not built because its peer
 # is not installed) gives skipped rows, never an error. Go peers are
 # prebuilt binaries in the build directory like everything else.
 # ---------------------------------------------------------------------------
-Bench = collections.namedtuple("Bench", "name impls argv scales quick", defaults=((),))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+Bench = collections.namedtuple("Bench", "name impls argv scales quick server",
+                               defaults=((), None))
 
 # --quick sizes (-n) of the scaling benchmarks, shared by weft and its peers.
 QUICK = {
@@ -88,6 +109,54 @@ def peer(impl, name, scales):
     """The entry of bench/peers/peer-<impl> for one benchmark."""
     return Bench(name, impl, ["{build}/bench/peers/peer-" + impl, name, "-w", "{workers}"],
                  scales, QUICK[name])
+
+
+# The servers of the network benchmarks. Each listens on a free port (-p 0)
+# on loopback and runs on {workers} CPUs: weft's examples (the default mode
+# of echo_server, and its other mode as "weft-shared"), the hand-written
+# epoll server, and Go.
+ECHO_SERVERS = {
+    "weft": ["{build}/examples/echo_server", "-h", "127.0.0.1", "-p", "0", "-w", "{workers}"],
+    "weft-shared": ["{build}/examples/echo_server", "-h", "127.0.0.1", "-p", "0",
+                    "-w", "{workers}", "-m", "shared"],
+    "epoll": ["{build}/bench/peers/peer-echo-epoll", "-h", "127.0.0.1", "-p", "0",
+              "-w", "{workers}"],
+    "go": ["{build}/bench/peers/peer-go-net", "echo", "-h", "127.0.0.1", "-p", "0",
+           "-w", "{workers}"],
+}
+HTTP_SERVERS = {
+    "weft": ["{build}/examples/http_hello", "-h", "127.0.0.1", "-p", "0", "-w", "{workers}"],
+    "go": ["{build}/bench/peers/peer-go-net", "http", "-h", "127.0.0.1", "-p", "0",
+           "-w", "{workers}"],
+}
+
+
+def echo(impl, conns):
+    """echo-load (1 s warm-up, best and median of five 1 s windows) against
+    one echo server."""
+    return Bench("echo", impl,
+                 ["{build}/bench/echo-load", "-p", "{port}", "-c", str(conns),
+                  "-a", "{client_cpus}", "-i", impl, "-w", "{workers}"],
+                 True, ["-W", "0.2", "-d", "0.2", "-r", "2"], ECHO_SERVERS[impl])
+
+
+def http(impl, conns):
+    """wrk through bench/http_load.py (1 s warm-up, best and median of five
+    1 s runs) against one hello-world server."""
+    return Bench("http", impl,
+                 [sys.executable, os.path.join(REPO, "bench", "http_load.py"),
+                  "--port", "{port}", "-c", str(conns), "-t", "{client_threads}",
+                  "-i", impl, "-w", "{workers}"],
+                 True, ["-W", "0", "-r", "1"], HTTP_SERVERS[impl])
+
+
+def idle_conns(impl):
+    """The server's resident memory per idle connection, at 100,000
+    connections or as many as RLIMIT_NOFILE allows (bench/idle_conns.c)."""
+    return Bench("idle-conns", impl,
+                 ["{build}/bench/idle-conns", "-p", "{port}", "-P", "{server_pid}",
+                  "-i", impl, "-w", "{workers}"],
+                 False, ["-n", "2000"], ECHO_SERVERS[impl])
 
 
 SUITE = [
@@ -117,6 +186,21 @@ SUITE = [
     weft("mutex", True),
     peer("go", "mutex", True),
     peer("boost-fiber", "mutex", True),
+    echo("weft", 64),
+    echo("weft-shared", 64),
+    echo("epoll", 64),
+    echo("go", 64),
+    echo("weft", 1000),
+    echo("weft-shared", 1000),
+    echo("epoll", 1000),
+    echo("go", 1000),
+    http("weft", 64),
+    http("go", 64),
+    http("weft", 1000),
+    http("go", 1000),
+    idle_conns("weft"),
+    idle_conns("epoll"),
+    idle_conns("go"),
 ]
 
 # Keys that name a configuration of an impl (its own row in the tables),
@@ -125,12 +209,11 @@ VARIANT_KEYS = ("cpus", "conns")
 # Measurement keys shown as extra columns for benchmarks measured at a
 # single worker count, with their column titles.
 EXTRA_KEYS = (("median", "median"), ("cycles", "tsc cycles"),
-              ("p50_us", "p50 us"), ("p99_us", "p99 us"), ("errors", "errors"))
-# Units where a smaller value is better; any other unit (msg/s, req/s)
-# counts as a rate, where bigger is better.
-TIME_UNITS = ("ns", "us", "ms", "s")
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+              ("p50_us", "p50 us"), ("p99_us", "p99 us"), ("errors", "errors"),
+              ("n", "n"))
+# Units where a smaller value is better (times, memory); any other unit
+# (msg/s, req/s) counts as a rate, where bigger is better.
+SMALLER_IS_BETTER = ("ns", "us", "ms", "s", "B/conn")
 
 
 def log(msg):
@@ -168,14 +251,79 @@ def default_workers():
     return counts
 
 
-def run_program(entry, argv, workers, timeout):
-    """Run one program; return (lines it reported, why it failed or None)."""
+def pinned(cpus):
+    """A preexec_fn that pins the child to cpus (None: leave it as is)."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def cpu_list(cpus):
+    """[8, 9, 10, 12] -> "8-10,12", the form echo-load and taskset take."""
+    out, i = [], 0
+    while i < len(cpus):
+        j = i
+        while j + 1 < len(cpus) and cpus[j + 1] == cpus[j] + 1:
+            j += 1
+        out.append(str(cpus[i]) if i == j else f"{cpus[i]}-{cpus[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def split_cpus(workers):
+    """(server CPUs, client CPUs) for a network benchmark at this worker
+    count, or None when there are fewer than 2 * workers CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if 2 * workers > len(cpus):
+        return None
+    return cpus[:workers], cpus[workers:2 * workers]
+
+
+def start_server(argv, workers, cpus, timeout=30):
+    """Start a benchmark server pinned to cpus and wait for the line that
+    says where it listens. Returns (process, port), or (None, why)."""
+    env = dict(os.environ, WEFT_WORKERS=str(workers), GOMAXPROCS=str(workers))
+    log(f"== server on cpus {cpu_list(cpus)}: {' '.join(argv)}")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True, preexec_fn=pinned(cpus))
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    log(line.rstrip())
+    m = re.search(r":(\d+)\b", line)
+    if m:
+        # It prints nothing more; its stdout stays open, unread, until it
+        # is stopped.
+        return proc, int(m.group(1))
+    stop_server(proc)
+    return None, "server-did-not-start"
+
+
+def stop_server(proc):
+    """SIGTERM the server's process group, SIGKILL after 5 s. Returns why
+    it had failed if it exited on its own before (else None)."""
+    died = proc.poll()
+    if died is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    proc.stdout.close()
+    if died is None:
+        return None
+    return f"server-signal-{-died}" if died < 0 else f"server-exit-{died}"
+
+
+def run_program(entry, argv, workers, timeout, cpus=None):
+    """Run one program (pinned to cpus, if given); return (lines it
+    reported, why it failed or None)."""
     env = dict(os.environ, WEFT_WORKERS=str(workers), GOMAXPROCS=str(workers))
     log(f"== {entry.name} workers={workers}: {' '.join(argv)}")
     lines, failure = [], None
     # Its own process group, so a timeout also ends whatever it started.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=pinned(cpus))
     deadline = time.monotonic() + timeout
 
     def on_timeout(*_):
@@ -204,6 +352,15 @@ def run_program(entry, argv, workers, timeout):
     return lines, failure
 
 
+def variant_of(entry):
+    """{"conns": C} for a network benchmark entry run with -c C, else {}:
+    the variant given to the rows of a missing or failed program, so they
+    land in the right row of the table."""
+    if "-c" in entry.argv:
+        return {"conns": entry.argv[entry.argv.index("-c") + 1]}
+    return {}
+
+
 def run_suite(build, worker_counts, quick, only, timeout):
     """Run every selected entry; return (all lines, whether any failed)."""
     collected, any_failed = [], False
@@ -215,16 +372,46 @@ def run_suite(build, worker_counts, quick, only, timeout):
             counts = list(entry.scales)
         else:
             counts = worker_counts if entry.scales else [1]
+        if entry.server:
+            # A network benchmark runs at the counts that leave the client
+            # as many CPUs as the server; if none does, its rows say so.
+            fit = [w for w in counts if split_cpus(w)]
+            if not fit:
+                w = min(counts)
+                log(f"== {entry.name}: needs {2 * w} CPUs, skipped")
+                collected += [synthetic(entry.name, i, w, skipped=f"needs-{2 * w}-cpus",
+                                        **variant_of(entry))
+                              for i in impls]
+            counts = fit
         for workers in counts:
-            argv = [a.format(build=build, workers=workers) for a in entry.argv]
-            if quick:
-                argv += list(entry.quick)
-            if not (os.path.isfile(argv[0]) and os.access(argv[0], os.X_OK)):
-                log(f"== {entry.name}: {argv[0]} not built, skipped")
-                collected += [synthetic(entry.name, i, workers, skipped="not-built")
+            fields = dict(build=build, workers=workers)
+            variant = variant_of(entry)
+            server_argv = [a.format(**fields) for a in entry.server or ()]
+            program = entry.argv[0].format(**fields)
+            if not all(os.path.isfile(p) and os.access(p, os.X_OK)
+                       for p in [program] + server_argv[:1]):
+                log(f"== {entry.name}: {program} or its server not built, skipped")
+                collected += [synthetic(entry.name, i, workers, skipped="not-built", **variant)
                               for i in impls]
                 continue
-            lines, failure = run_program(entry, argv, workers, timeout)
+            server = client_cpus = None
+            if entry.server:
+                server_cpus, client_cpus = split_cpus(workers)
+                server, port = start_server(server_argv, workers, server_cpus)
+                if server is None:
+                    collected += [synthetic(entry.name, i, workers, failed=port, **variant)
+                                  for i in impls]
+                    any_failed = True
+                    continue
+                fields.update(port=port, server_pid=server.pid,
+                              client_cpus=cpu_list(client_cpus),
+                              client_threads=len(client_cpus))
+            argv = [a.format(**fields) for a in entry.argv]
+            if quick:
+                argv += list(entry.quick)
+            lines, failure = run_program(entry, argv, workers, timeout, client_cpus)
+            if server is not None:
+                failure = stop_server(server) or failure
             if any("failed" in l for l in lines):
                 any_failed = True
             elif failure:
@@ -237,7 +424,8 @@ def run_suite(build, worker_counts, quick, only, timeout):
             for impl in impls:
                 if impl not in reported:
                     why = failure or "no-output"
-                    collected.append(synthetic(entry.name, impl, workers, failed=why))
+                    collected.append(synthetic(entry.name, impl, workers, failed=why,
+                                               **variant))
                     any_failed = True
             if failure:
                 log(f"== {entry.name} workers={workers}: {failure}")
@@ -320,7 +508,7 @@ class Table:
         mine, theirs = self.value(base, w), self.value(row, w)
         if not mine or not theirs:
             return None
-        return theirs / mine if self.unit in TIME_UNITS else mine / theirs
+        return theirs / mine if self.unit in SMALLER_IS_BETTER else mine / theirs
 
     def markdown(self):
         out = [f"## {self.name} ({self.unit or 'no unit'})", ""]
@@ -340,9 +528,11 @@ class Table:
             out.append("| " + " | ".join(cols) + " |")
         peers = [r for r in self.rows if r[0] != "weft"]
         if any(self.speedup(r, w) for r in peers for w in self.workers):
-            better = "smaller is better" if self.unit in TIME_UNITS else "bigger is better"
+            better = "smaller is better" if self.unit in SMALLER_IS_BETTER else "bigger is better"
+            what = ("less memory weft uses: > 1 means weft uses less" if self.unit == "B/conn"
+                    else "faster weft is: > 1 means weft is faster")
             out += ["", f"weft vs each peer, same run ({better}; the figure is how many "
-                        "times faster weft is: > 1 means weft is faster):", ""]
+                        f"times {what}):", ""]
             head = ["peer"] + self.variant_keys + [f"workers={w}" for w in self.workers]
             out.append("| " + " | ".join(head) + " |")
             out.append("|" + "---|" * len(head))
@@ -489,6 +679,12 @@ def main():
     if only and not only <= {b.name for b in SUITE}:
         ap.error("unknown benchmark in --only: " +
                  ", ".join(sorted(only - {b.name for b in SUITE})))
+
+    # Connections are descriptors: let every program have as many as the
+    # hard limit allows (idle-conns wants 100,000).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     info = machine_info(build, worker_counts, args.quick)
     lines, failed = run_suite(build, worker_counts, args.quick, only, args.timeout)

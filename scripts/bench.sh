@@ -7,7 +7,10 @@
 #
 # Takes a while: switch-cost alone does 1,000,000 round trips per run for
 # each of its nine rows, and on a VM its cross-CPU rows cost ~25 us a
-# switch (about 18 minutes on a 2-vCPU VM). --quick is a smoke run.
+# switch (about 18 minutes on a 2-vCPU VM). The network benchmarks (echo,
+# http with wrk, idle-conns) add about two minutes: 6 s per server and
+# connection count, servers and clients on disjoint CPUs. --quick is a
+# smoke run; --only echo,http,idle-conns runs just those.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -14,6 +14,7 @@ WEFT_DEPS=(
     check libsubunit-dev
     libboost-context-dev libboost-fiber-dev libtbb-dev golang-go
     python3-matplotlib valgrind gdb
+    wrk
 )
 
 # Print the packages of WEFT_DEPS that are not installed, one per line.

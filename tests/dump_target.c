@@ -5,7 +5,6 @@
  * then waits for a line (or EOF) on stdin, releases every fiber, and
  * exits 0 if they all finished with their exact results.
  */
-#define _GNU_SOURCE
 #include <weft.h>
 
 #include <pthread.h>

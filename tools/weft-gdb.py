@@ -2,7 +2,8 @@
 #
 #   info weft-fibers   the workers, then every fiber in the registry: id,
 #                      name, state, what a parked fiber waits for, the
-#                      worker it last ran on, where a suspended one resumes
+#                      worker it last ran on, and where a suspended one
+#                      waits: its innermost frame in the program's code
 #   weft-bt ID         the backtrace of a suspended fiber (ID: a fiber id,
 #                      or any expression giving one or a weft_fiber *)
 #
@@ -10,8 +11,8 @@
 # it: DATADIR/weft/) or `gdb -x .../weft-gdb.py`. Works on a live process
 # and on a core file alike: everything is read from the inferior's memory,
 # no register is written and no function is called in it. Needs gdb >= 11
-# with Python, and debug information for libweft (its internal structs);
-# a release build (-O3, no -g) has none.
+# with Python, and debug information for libweft's internal structs
+# (a release build, -O3 without -g, has none) on x86-64.
 #
 # How weft-bt works. A suspended fiber is its saved stack pointer
 # (weft_fiber.ctx.sp); src/ctx/arch/x86_64_sysv.S pushed the callee-saved
@@ -22,13 +23,15 @@
 #     sp + 0x28  rbx                 sp + 0x08  r12
 #     sp + 0x20  r15                 sp + 0x00  MXCSR, x87 CW
 #
-# `frame view` makes a frame at weft__ctx_resume_pc without touching the
-# thread's registers, and a Python unwinder, armed only while weft-bt
-# runs, says what that frame's caller sees: pc = the return address, rsp =
-# sp + 0x40, and the six saved registers. From there gdb unwinds with the
-# code's own CFI, exactly as it would a thread. The thread's own frames
-# are cached again afterwards and the frame selected before is selected
-# again.
+# gdb cannot be handed a frame that is on no thread without writing a
+# thread's registers, which a core file does not allow. So a Python
+# unwinder, armed only while a fiber is being walked, takes the selected
+# thread's innermost real frame and says that its caller sees the fiber's
+# saved frame: pc = the return address, rsp = sp + 0x40, and the six saved
+# registers. From there gdb unwinds with the code's own CFI, exactly as it
+# would a thread; the borrowed frame itself is never shown. Afterwards the
+# unwinder is disarmed, the thread's frames are built again from its real
+# registers, and the frame selected before is selected again.
 #
 # The layouts of the registry (src/sched/sched.h) come from the debug
 # information; only the enumerators' values fall back to the tables
@@ -58,6 +61,9 @@ _SAVED_REGS = (("r12", 0x08), ("r13", 0x10), ("r14", 0x18), ("r15", 0x20),
                ("rbx", 0x28), ("rbp", 0x30))
 _SAVED_RA = 0x38
 
+# A fiber's name buffer (WEFT__FIBER_NAME), NUL-terminated.
+_NAME_MAX = 32
+
 # info weft-fibers unwinds at most this many fibers to say where they wait.
 _WHERE_MAX = 1000
 
@@ -70,11 +76,17 @@ class _Weft:
     """The types and symbols of one look at the inferior."""
 
     def __init__(self):
-        if gdb.selected_inferior().pid == 0 and not _has_core():
+        if not gdb.selected_inferior().threads():
             raise gdb.GdbError("weft-gdb: no process and no core file")
+        try:
+            arch = gdb.selected_inferior().architecture().name()
+        except (AttributeError, gdb.error):
+            arch = "i386:x86-64"
+        if "x86-64" not in arch:
+            raise gdb.GdbError("weft-gdb: only x86-64 is supported, not %s" % arch)
         self.fiber_t = _lookup("struct weft_fiber")
         self.rt_t = _lookup("struct weft__runtime")
-        self.worker_t = _lookup("struct worker")
+        _lookup("struct worker")  # only to say which types are missing
         try:
             addr = int(gdb.parse_and_eval("(unsigned long)&weft__rt"))
         except gdb.error:
@@ -139,22 +151,17 @@ class _Weft:
         return on
 
     def find(self, fid):
+        """The fiber with that id, or None."""
         for f in self.fibers():
             if int(f["id"]) == fid:
                 return f
         return None
 
     def registry_hint(self):
-        if int(self.rt["slabs"]) == 0:
+        """A note for an empty registry in a runtime that has slabs."""
+        if int(self.rt["slabs"]) == 0 or next(self.fibers(), None) is not None:
             return ""
-        return " (if fibers exist, was weft built with -Dregistry=false?)"
-
-
-def _has_core():
-    try:
-        return gdb.selected_inferior().threads() != ()
-    except gdb.error:
-        return False
+        return " (the registry is empty: was weft built with -Dregistry=false?)"
 
 
 def _lookup(name):
@@ -199,11 +206,8 @@ def _symbolize(pc, is_return=False):
         try:
             text = gdb.execute("info symbol 0x%x" % look, to_string=True)
             if not text.startswith("No symbol"):
-                name = text.split(" in section")[0].strip()
-                if is_return:
-                    # "f + 41" for pc - 1: show the return address itself.
-                    name = name.split(" + ")[0] + (" + %d" % (int(name.split(" + ")[1]) + 1)
-                                                   if " + " in name else "")
+                # "f + 41 in section .text": the function is enough.
+                name = text.split(" in section")[0].split(" + ")[0].strip()
         except gdb.error:
             pass
     text = name or "0x%x" % pc
@@ -249,7 +253,7 @@ def _fiber_name(weft, f):
     if not p:
         return ""
     try:
-        raw = bytes(weft.inferior.read_memory(p, 32))
+        raw = bytes(weft.inferior.read_memory(p, _NAME_MAX))
     except gdb.MemoryError:
         return "?"
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
@@ -265,8 +269,18 @@ def _is_suspended(weft, f, running):
 
 
 def _resume_pc(weft, f):
-    sp = int(f["ctx"]["sp"])
-    return weft._read_ptr(sp + _SAVED_RA)
+    """The return address in f's saved frame; None when it cannot be read
+    or reads as 0 (its stack is not in the core file: see _NO_STACK)."""
+    try:
+        return weft._read_ptr(int(f["ctx"]["sp"]) + _SAVED_RA) or None
+    except gdb.MemoryError:
+        return None
+
+
+_NO_STACK = ("weft-bt: the saved frame of fiber %d (sp 0x%x) cannot be read or "
+             "reads as zeros: its stack is not in the memory gdb sees. gdb's gcore "
+             "leaves out whole mappings that it cannot read entirely, such as "
+             "stacks with MADV_GUARD_INSTALL guard pages (Linux >= 6.13)")
 
 
 def _thread_of(pthread):
@@ -296,8 +310,10 @@ Usage: info weft-fibers
 For each fiber: its id, name, state, what it waits for when parked (its
 object: a channel, mutex, fd, deadline, joined fiber...), the worker it
 last ran on, and for a suspended fiber (parked or runnable, with a saved
-context) where it resumes, symbolized. `weft-bt ID` shows the whole
-backtrace of one of them."""
+context) where: the innermost frame of its stack that is the program's
+code (has debug information and is not weft's), or else the return
+address of its context switch. A fiber not started yet shows the
+function it will run. `weft-bt ID` shows the whole backtrace of one."""
 
     def __init__(self):
         super().__init__("info weft-fibers", gdb.COMMAND_STATUS)
@@ -341,7 +357,12 @@ backtrace of one of them."""
         if fibers:
             rows = [("Id", "Name", "State", "Worker", "Wait", "Where")]
             suspended = sum(1 for f in fibers if _is_suspended(weft, f, running))
-            walk = _FiberFrames() if 0 < suspended <= _WHERE_MAX else None
+            walk = None
+            if 0 < suspended <= _WHERE_MAX:
+                try:
+                    walk = _FiberFrames()
+                except gdb.GdbError:
+                    pass  # no thread frame to borrow: return addresses only
             try:
                 for f in sorted(fibers, key=lambda f: int(f["id"])):
                     rows.append(_fiber_row(weft, f, running, walk))
@@ -361,18 +382,22 @@ def _fiber_row(weft, f, running, walk):
         where = "(running on worker %d)" % running[int(f.address)]
         st = "FS_RUNNING"
     elif _is_suspended(weft, f, running):
+        ra = _resume_pc(weft, f)
         where = None
-        if walk is not None:
+        if ra is None:
+            where = "(saved frame unreadable)"
+        elif walk is not None:
             where = _first_outside(walk, int(f["ctx"]["sp"]))
         if where is None:
-            where = _symbolize(_resume_pc(weft, f), is_return=True)
+            where = _symbolize(ra, is_return=True)
     elif st == "FS_RUNNABLE" and not int(f["ctx"]["stack"]):
         where = "(not started: %s)" % _symbolize(int(f["fn"]))
     else:
         where = "-"
+    never_ran = st == "FS_RUNNABLE" and not int(f["ctx"]["stack"])
     return (str(int(f["id"])), _fiber_name(weft, f),
             st[3:].lower() if st.startswith("FS_") else st,
-            str(_u(f["worker"])),
+            "-" if never_ran else str(_u(f["worker"])),
             _wait_text(weft, f) if st == "FS_PARKED" else "",
             where)
 
@@ -389,39 +414,26 @@ def _weft_src_dir():
     return None
 
 
-def _is_weft_frame(frame, src_dir):
-    """Is this frame the runtime's own code (the switch, the park, the
-    wait primitives) rather than the program's?"""
-    try:
-        sal = frame.find_sal()
-        if sal.symtab is not None and src_dir:
-            return sal.symtab.fullname().startswith(src_dir + os.sep)
-        obj = gdb.solib_name(frame.pc())
-    except gdb.error:
-        return False
-    if obj and os.path.basename(obj).startswith("libweft"):
-        return True
-    name = frame.name() or ""
-    # Without debug info gdb may show weft__x Ada-decoded, as weft.x.
-    return name.startswith("weft_") or name.startswith("weft.")
-
-
 def _first_outside(walk, sp):
     """'func (file:line)' of the innermost frame of the suspended context
-    at sp that is not weft's own code; None if none is found."""
+    at sp that is the program's code: one with debug information, from
+    outside weft's sources. None if there is none in the first frames
+    (frames without debug information are passed over: in a build of weft
+    without it, they are mostly weft's)."""
     src_dir = _weft_src_dir()
     for n, frame in enumerate(walk.frames(sp)):
         if isinstance(frame, str) or n >= 32:
             return None
-        if not _is_weft_frame(frame, src_dir):
-            text = frame.name() or "0x%x" % frame.pc()
-            try:
-                sal = frame.find_sal()
-                if sal.symtab is not None and sal.line:
-                    text += " (%s:%d)" % (sal.symtab.filename, sal.line)
-            except gdb.error:
-                pass
-            return text
+        try:
+            sal = frame.find_sal()
+            if sal.symtab is None or not sal.line:
+                continue
+            if src_dir and sal.symtab.fullname().startswith(src_dir + os.sep):
+                continue
+        except gdb.error:
+            continue
+        return "%s (%s:%d)" % (frame.name() or "0x%x" % frame.pc(),
+                               sal.symtab.filename, sal.line)
     return None
 
 
@@ -543,6 +555,22 @@ class _FiberFrames:
         return False
 
 
+def _split_limit(arg):
+    """'EXPR [LIMIT]' -> (EXPR, LIMIT): the whole of arg when it parses as
+    an expression (which may have spaces in it), else its last word is
+    the limit."""
+    if not arg:
+        raise gdb.GdbError("usage: weft-bt ID [LIMIT]")
+    try:
+        gdb.parse_and_eval(arg)
+        return arg, 64
+    except gdb.error as e:
+        head, _, tail = arg.rpartition(" ")
+        if not head.strip() or not tail.isdigit():
+            raise gdb.GdbError("weft-bt: %s" % e)
+        return head.strip(), max(1, int(tail))
+
+
 def _frame_text(n, frame):
     pc = frame.pc()
     text = "#%-3d 0x%016x in %s" % (n, pc, frame.name() or "??")
@@ -582,12 +610,12 @@ where the fiber resumes."""
         super().__init__("weft-bt", gdb.COMMAND_STACK)
 
     def invoke(self, arg, from_tty):
-        argv = gdb.string_to_argv(arg)
-        if not argv or len(argv) > 2:
-            raise gdb.GdbError("usage: weft-bt ID [LIMIT]")
-        limit = int(argv[1]) if len(argv) == 2 else 64
+        expr, limit = _split_limit(arg.strip())
         weft = _Weft()
-        v = gdb.parse_and_eval(argv[0])
+        try:
+            v = gdb.parse_and_eval(expr)
+        except gdb.error as e:
+            raise gdb.GdbError("weft-bt: %s" % e)
         if v.type.strip_typedefs().code == gdb.TYPE_CODE_PTR:
             f = v.cast(weft.fiber_t.pointer()).dereference()
             fid = int(f["id"])
@@ -618,6 +646,8 @@ where the fiber resumes."""
             raise gdb.GdbError("weft-bt: fiber %d has not started yet: no stack, no frames "
                                "(it will run %s)" % (fid, _symbolize(int(f["fn"]))))
         sp = int(f["ctx"]["sp"])
+        if _resume_pc(weft, f) is None:
+            raise gdb.GdbError(_NO_STACK % (fid, sp))
         name = _fiber_name(weft, f)
         out = ["fiber %d%s, %s, saved sp 0x%x:" % (
             fid, " '%s'" % name if name else "", st[3:].lower(), sp)]

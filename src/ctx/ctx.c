@@ -172,7 +172,7 @@ static void report_overflow(const weft__ctx *c)
 
 static __thread int crash_reported;
 
-void (*weft__ctx_crash_hook)(const weft__ctx *c, int fd);
+_Atomic(weft__ctx_crash_fn) weft__ctx_crash_hook;
 
 void weft__ctx_overflow(const weft__ctx *c)
 {
@@ -217,8 +217,10 @@ static void report_crash(const weft__ctx *c, int sig, const siginfo_t *si)
     weft__fmt_str(&f, c->owner_name ? c->owner_name : "");
     weft__fmt_str(&f, "'\n");
     weft__fmt_write(&f, 2);
-    if (weft__ctx_crash_hook)
-        weft__ctx_crash_hook(c, 2);
+    /* Relaxed: see ctx.h. */
+    weft__ctx_crash_fn hook = atomic_load_explicit(&weft__ctx_crash_hook, memory_order_relaxed);
+    if (hook)
+        hook(c, 2);
     static const char bt[] = "weft: backtrace (innermost first):\n";
     (void)!write(2, bt, sizeof bt - 1);
     void *pcs[64];

@@ -10,6 +10,7 @@
 #ifndef WEFT_CTX_H
 #define WEFT_CTX_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -140,7 +141,10 @@ __attribute__((noreturn, cold)) void weft__ctx_overflow(const weft__ctx *c);
 /* Set by the owner layer (the scheduler): prints, async-signal-safely,
  * what it knows of context c (a fiber's last wait) to fd when a fatal
  * signal hits while c runs. NULL: nothing more. */
-extern void (*weft__ctx_crash_hook)(const weft__ctx *c, int fd);
+typedef void (*weft__ctx_crash_fn)(const weft__ctx *c, int fd);
+/* Relaxed loads and stores: the hook is static code, set once before
+ * any fiber runs; a handler that sees NULL just prints less. */
+extern _Atomic(weft__ctx_crash_fn) weft__ctx_crash_hook;
 
 /* Sanitizer halves of a switch; compiled away in other builds. */
 #if WEFT__ASAN

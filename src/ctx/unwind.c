@@ -15,21 +15,28 @@
  *
  * The memo. A CFI walk costs microseconds per frame (elfutils interprets
  * the CIE and FDE programs afresh each time), too slow for a report of
- * 100,000 fibers parked in a handful of places. But the walk is a pure
- * function of its inputs: the starting rip, rsp and rbp, and the words
- * it reads. At call sites compiler-made CFI computes the canonical frame
- * address from rsp or rbp and finds every caller's rip and saved
- * registers in memory at fixed offsets from it; rbx and r12-r15 enter
- * only as saved values, that is, as reads. So each walk records what it
- * read, with every value that points into the stack (and every address
- * in it) made relative to the stack's top. Another context with the
- * same rip, the same depth (top - sp) and the same relative rbp, whose
- * stack holds the same relative values at the same relative addresses,
- * makes the same walk: the recorded pcs are reused after checking those
- * few words (two or three per frame). Stack tops of one size class are
- * a multiple of the page size apart, so even a CFI expression that masks
- * a stack address (realignment) commutes with the translation. A walk
- * that read too much is not recorded.
+ * 100,000 fibers parked in a handful of places. But a walk is a function
+ * of its inputs: the starting registers and the words it reads. Which
+ * pcs come out depends only on the values that become pcs (return
+ * addresses) and on the values that serve as addresses: compiler-made
+ * CFI computes each canonical frame address from rsp or rbp, that is
+ * from stack addresses, and finds the caller's rip and saved registers
+ * at fixed offsets from it. So each walk logs its reads, and one that
+ * read only inside the stack is recorded with the reads that matter:
+ * those whose value points into the stack (made relative to the stack's
+ * top, as are the addresses), those whose value is one of the pcs it
+ * produced, and zeros (an end of the walk). The rest are saved data
+ * registers (a fiber's own pointers, counters), which could change the
+ * walk only by serving as an address, and then the walk would have read
+ * outside the stack and not been recorded. The starting registers are
+ * the key: rip, the depth (top - sp), and each callee-saved register's
+ * relative value when it points into the stack. Another context with the
+ * same key whose stack holds the same recorded values at the same
+ * relative places makes the same walk, so its pcs are reused after a
+ * check of those few words (two or three per frame). Stack tops of one
+ * size class lie a multiple of the page size apart, so even a CFI
+ * expression that masks a stack address (realignment) commutes with the
+ * translation.
  *
  * Names: dwfl_module_addrinfo (the symbol table, static functions
  * included) and dwfl_module_getsrc (DWARF line tables, when the object
@@ -62,8 +69,9 @@ enum {
 };
 
 #define ARENA_CHUNK   (64u * 1024)
-#define MEMO_READS    96       /* a walk that reads more is not recorded   */
+#define MEMO_READS    256      /* a walk that reads more is not recorded   */
 #define MEMO_MAX      65536    /* records per session                      */
+#define MEMO_SAME_KEY 16       /* records per key (each lookup tries them) */
 #define FAKE_TID      1        /* the one "thread" our callbacks describe  */
 
 /* ---- the session's memory --------------------------------------------- */
@@ -80,15 +88,30 @@ struct symslot {
 };
 
 #if USE_DW
+/* The callee-saved registers of the saved frame, in the memo's key. */
+static const int saved_reg_off[] = { SAVED_RBP, SAVED_RBX, SAVED_R12, SAVED_R13, SAVED_R14,
+                                     SAVED_R15 };
+#define NSAVED (int)(sizeof saved_reg_off / sizeof *saved_reg_off)
+
+struct log_read {
+    uintptr_t addr, val;
+};
+
 struct memo_read {
-    uintptr_t addr, val;   /* relative to the stack's top when the flag says */
-    uint8_t   addr_rel, val_rel;
+    uintptr_t off;         /* address - top */
+    uintptr_t val;         /* value - top when val_rel */
+    uint8_t   val_rel;
+};
+
+struct memo_key {
+    uintptr_t rip, depth;
+    uintptr_t reg[NSAVED]; /* value - top when it points into the stack, else 0 */
+    uint8_t   reg_rel[NSAVED];
 };
 
 struct memo {
     struct memo *next;     /* hash chain */
-    uintptr_t rip, depth, rbp;
-    uint8_t   rbp_rel;
+    struct memo_key key;
     int       npcs, nreads;
     uintptr_t *pcs;
     struct memo_read *reads;
@@ -106,8 +129,8 @@ struct weft__unwind {
     const struct weft__unwind_stack *cur;
     uintptr_t *pcs;
     int npcs, max;
-    struct memo_read log[MEMO_READS];
-    int nlog, log_full;
+    struct log_read log[MEMO_READS];
+    int nlog, log_bad;     /* log_bad: overflowed, or read outside the stack */
     /* Recorded walks. */
     struct memo **memo;
     size_t memo_cap, nmemo;
@@ -167,18 +190,9 @@ static int read_word(const struct weft__unwind_stack *s, uintptr_t a, uintptr_t 
 
 #if USE_DW
 
-/* v made relative to the stack's top if it points into the stack (or its
- * descriptor just above the top). */
-static void relativize(const struct weft__unwind_stack *s, uintptr_t v,
-                       uintptr_t *out, uint8_t *rel)
+static int in_stack(const struct weft__unwind_stack *s, uintptr_t v)
 {
-    if (v >= s->lo && v < s->top + 64) {
-        *out = v - s->top;
-        *rel = 1;
-    } else {
-        *out = v;
-        *rel = 0;
-    }
+    return v >= s->lo && v < s->top + 64; /* the descriptor sits above top */
 }
 
 static pid_t cb_next_thread(Dwfl *dwfl, void *arg, void **thread_argp)
@@ -203,15 +217,14 @@ static bool cb_memory_read(Dwfl *dwfl, Dwarf_Addr addr, Dwarf_Word *result, void
     struct weft__unwind *u = arg;
     const struct weft__unwind_stack *s = u->cur;
     uintptr_t v;
-    if (read_word(s, (uintptr_t)addr, &v) != 0)
+    if (!in_stack(s, (uintptr_t)addr) || u->nlog == MEMO_READS)
+        u->log_bad = 1;
+    if (read_word(s, (uintptr_t)addr, &v) != 0) {
+        u->log_bad = 1;
         return false;
-    if (u->nlog < MEMO_READS) {
-        struct memo_read *r = &u->log[u->nlog++];
-        relativize(s, (uintptr_t)addr, &r->addr, &r->addr_rel);
-        relativize(s, v, &r->val, &r->val_rel);
-    } else {
-        u->log_full = 1;
     }
+    if (u->nlog < MEMO_READS)
+        u->log[u->nlog++] = (struct log_read){ (uintptr_t)addr, v };
     *result = v;
     return true;
 }
@@ -263,40 +276,99 @@ static int cb_frame(Dwfl_Frame *state, void *arg)
     return u->npcs < u->max ? DWARF_CB_OK : DWARF_CB_ABORT;
 }
 
-static size_t memo_hash(uintptr_t rip, uintptr_t depth, uintptr_t rbp, uint8_t rbp_rel)
+/* The memo's key for s. 0, or -1 if the saved frame cannot be read. */
+static int memo_key(const struct weft__unwind_stack *s, struct memo_key *k)
 {
-    return hash_word(rip ^ hash_word(depth ^ hash_word(rbp + rbp_rel)));
+    memset(k, 0, sizeof *k);
+    if (read_word(s, s->sp + SAVED_RET, &k->rip) != 0)
+        return -1;
+    k->depth = s->top - s->sp;
+    for (int i = 0; i < NSAVED; i++) {
+        uintptr_t v;
+        if (read_word(s, s->sp + (uintptr_t)saved_reg_off[i], &v) != 0)
+            return -1;
+        if (in_stack(s, v)) {
+            k->reg[i] = v - s->top;
+            k->reg_rel[i] = 1;
+        }
+    }
+    return 0;
 }
 
-/* Do the recorded reads of m give the same values on s? */
+static size_t memo_hash(const struct memo_key *k)
+{
+    size_t h = hash_word(k->rip ^ hash_word(k->depth));
+    for (int i = 0; i < NSAVED; i++)
+        h = hash_word(h ^ k->reg[i] ^ k->reg_rel[i]);
+    return h;
+}
+
+static int memo_key_eq(const struct memo_key *a, const struct memo_key *b)
+{
+    if (a->rip != b->rip || a->depth != b->depth)
+        return 0;
+    for (int i = 0; i < NSAVED; i++)
+        if (a->reg[i] != b->reg[i] || a->reg_rel[i] != b->reg_rel[i])
+            return 0;
+    return 1;
+}
+
+/* Do the recorded reads give the same values on s? */
 static int memo_matches(const struct memo *m, const struct weft__unwind_stack *s)
 {
     for (int i = 0; i < m->nreads; i++) {
         const struct memo_read *r = &m->reads[i];
-        uintptr_t a = r->addr_rel ? s->top + r->addr : r->addr, v, rv;
-        uint8_t rel;
-        if (read_word(s, a, &v) != 0)
+        uintptr_t v;
+        if (read_word(s, s->top + r->off, &v) != 0)
             return 0;
-        relativize(s, v, &rv, &rel);
-        if (rel != r->val_rel || rv != r->val)
+        int rel = in_stack(s, v);
+        if (rel != r->val_rel || (rel ? v - s->top : v) != r->val)
             return 0;
     }
     return 1;
 }
 
-static void memo_add(struct weft__unwind *u, uintptr_t rip, uintptr_t depth,
-                     uintptr_t rbp, uint8_t rbp_rel, size_t slot)
+/* Does a read of value v matter to the walk that produced u->pcs? See
+ * the top of the file. */
+static int read_matters(const struct weft__unwind *u, const struct weft__unwind_stack *s,
+                        uintptr_t v)
+{
+    if (v == 0 || in_stack(s, v))
+        return 1;
+    for (int i = 0; i < u->npcs; i++)
+        if (u->pcs[i] == v)
+            return 1;
+    return 0;
+}
+
+static void memo_add(struct weft__unwind *u, const struct weft__unwind_stack *s,
+                     const struct memo_key *key, size_t slot)
 {
     if (u->nmemo >= MEMO_MAX)
         return;
+    int n = 0;
+    for (int i = 0; i < u->nlog; i++)
+        n += read_matters(u, s, u->log[i].val);
     struct memo *m = arena_alloc(u, sizeof *m);
     uintptr_t *pcs = arena_alloc(u, (size_t)u->npcs * sizeof *pcs);
-    struct memo_read *reads = arena_alloc(u, (size_t)u->nlog * sizeof *reads + 1);
+    struct memo_read *reads = arena_alloc(u, (size_t)n * sizeof *reads + 1);
     if (!m || !pcs || !reads)
         return;
     memcpy(pcs, u->pcs, (size_t)u->npcs * sizeof *pcs);
-    memcpy(reads, u->log, (size_t)u->nlog * sizeof *reads);
-    *m = (struct memo){ u->memo[slot], rip, depth, rbp, rbp_rel, u->npcs, u->nlog, pcs, reads };
+    n = 0;
+    for (int i = 0; i < u->nlog; i++) {
+        uintptr_t a = u->log[i].addr, v = u->log[i].val;
+        if (!read_matters(u, s, v))
+            continue;
+        int rel = in_stack(s, v);
+        reads[n++] = (struct memo_read){ a - s->top, rel ? v - s->top : v, (uint8_t)rel };
+    }
+    m->next = u->memo[slot];
+    m->key = *key;
+    m->npcs = u->npcs;
+    m->nreads = n;
+    m->pcs = pcs;
+    m->reads = reads;
     u->memo[slot] = m;
     u->nmemo++;
 }
@@ -304,17 +376,16 @@ static void memo_add(struct weft__unwind *u, uintptr_t rip, uintptr_t depth,
 static int walk(struct weft__unwind *u, const struct weft__unwind_stack *s,
                 uintptr_t *pcs, int max)
 {
-    uintptr_t rip, rbp_raw, rbp;
-    uint8_t rbp_rel;
-    if (read_word(s, s->sp + SAVED_RET, &rip) != 0 ||
-        read_word(s, s->sp + SAVED_RBP, &rbp_raw) != 0)
+    struct memo_key key;
+    if (memo_key(s, &key) != 0)
         return 0;
-    relativize(s, rbp_raw, &rbp, &rbp_rel);
-    uintptr_t depth = s->top - s->sp;
-    size_t slot = memo_hash(rip, depth, rbp, rbp_rel) & (u->memo_cap - 1);
+    size_t slot = memo_hash(&key) & (u->memo_cap - 1);
+    int same = 0; /* records with this key: a few at most, or we stop adding */
     for (const struct memo *m = u->memo[slot]; m; m = m->next) {
-        if (m->rip == rip && m->depth == depth && m->rbp == rbp && m->rbp_rel == rbp_rel &&
-            m->npcs <= max && memo_matches(m, s)) {
+        if (!memo_key_eq(&m->key, &key))
+            continue;
+        same++;
+        if (m->npcs <= max && memo_matches(m, s)) {
             memcpy(pcs, m->pcs, (size_t)m->npcs * sizeof *pcs);
             return m->npcs;
         }
@@ -324,18 +395,18 @@ static int walk(struct weft__unwind *u, const struct weft__unwind_stack *s,
     u->npcs = 0;
     u->max = max;
     u->nlog = 0;
-    u->log_full = 0;
+    u->log_bad = 0;
     /* The return value says how the walk ended (an undefined return
      * address at the trampoline, a read that failed, our callback's
      * abort at max); the frames collected are the answer either way. */
     (void)dwfl_getthread_frames(u->dwfl, FAKE_TID, cb_frame, u);
     u->cur = NULL;
     if (u->npcs == 0) {
-        pcs[0] = rip; /* at least the frame the switch returns to */
+        pcs[0] = key.rip; /* at least the frame the switch returns to */
         u->npcs = 1;
     }
-    if (!u->log_full)
-        memo_add(u, rip, depth, rbp, rbp_rel, slot);
+    if (!u->log_bad && same < MEMO_SAME_KEY)
+        memo_add(u, s, &key, slot);
     return u->npcs;
 }
 

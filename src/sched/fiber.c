@@ -626,5 +626,6 @@ static void crash_hook(const weft__ctx *c, int fd)
 
 void weft__fiber_crash_hook_install(void)
 {
-    weft__ctx_crash_hook = crash_hook;
+    /* Relaxed: see weft__ctx_crash_hook in ctx.h. */
+    atomic_store_explicit(&weft__ctx_crash_hook, crash_hook, memory_order_relaxed);
 }

@@ -13,10 +13,13 @@
  *      them, so no ordering is wanted;
  *   2. copies the rest of the control block, the name, the stack
  *      descriptor and the live part of a suspended fiber's stack through
- *      weft__peek (process_vm_readv on ourselves). Those fields belong to
- *      whichever thread runs the fiber; the kernel's copy is no data race
- *      for the sanitizers, and memory freed or unmapped meanwhile reads as
- *      EFAULT instead of crashing;
+ *      the kernel, as weft__peek does (process_vm_readv on ourselves).
+ *      Those fields belong to whichever thread runs the fiber; the
+ *      kernel's copy is no data race for the sanitizers, and memory freed
+ *      or unmapped meanwhile reads as EFAULT instead of crashing. Control
+ *      blocks come WINDOW bytes at a time (the walk visits a slab in
+ *      address order); a block from a window copied before step 1 counts
+ *      only if the copy shows the state and since just loaded;
  *   3. loads state and since again: if either changed, the fiber moved
  *      while we looked, and the snapshot is taken again (up to
  *      SNAP_TRIES times; then it is printed marked "(moving)").
@@ -31,9 +34,9 @@
  * saved sp is the previous one. Both give a wrong backtrace for that one
  * fiber, never a crash, and a report taken a moment later is right.
  *
- * Cost: per fiber three or four small copies and one mincore() call; the
- * stack walks are memoized (unwind.c), names cached per pc, so 100,000
- * fibers parked in a few places take well under a second.
+ * Cost: per fiber a share of a window, one stack copy and one mincore();
+ * the stack walks are memoized (unwind.c), names cached per pc. 100,000
+ * fibers parked in one place: about 350 ms (bench/dump_bench.c).
  */
 #define _GNU_SOURCE
 #include "sched/sched.h"
@@ -45,9 +48,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
-#include "common/peek.h"
 #include "ctx/unwind.h"
 #include "io/dumpsrv.h"
 
@@ -56,6 +60,7 @@
 #define STACK_COPY   (64u * 1024)  /* bytes of a stack copied for its walk */
 #define DESC_BYTES   64u           /* the stack descriptor above `top`     */
 #define NO_WORKER    UINT16_MAX
+#define WINDOW       (32u * 1024)  /* control blocks copied at once        */
 
 /* ---- the snapshot ----------------------------------------------------- */
 
@@ -108,7 +113,13 @@ struct snap {
     unsigned char *copy;    /* STACK_COPY + DESC_BYTES */
     unsigned char *mvec;    /* mincore's vector */
     size_t mvec_cap;
+    /* A window of control blocks copied in one go: the walk visits a
+     * slab's blocks in address order. */
+    unsigned char *win;
+    uintptr_t win_lo;
+    size_t win_len;
     size_t page;
+    pid_t pid;
     int oom;
 };
 
@@ -133,6 +144,41 @@ static int grow(void **p, size_t *cap, size_t need, size_t size)
         return -ENOMEM;
     *p = q;
     *cap = n;
+    return 0;
+}
+
+/* Copy up to n bytes at src (our own memory, possibly freed meanwhile)
+ * through the kernel, as weft__peek does; returns how many were copied
+ * before the first unreadable page, or -1. */
+static ssize_t peek_some(const struct snap *s, void *dst, const void *src, size_t n)
+{
+    struct iovec l = { dst, n }, r = { (void *)(uintptr_t)src, n };
+    return process_vm_readv(s->pid, &l, 1, &r, 1, 0);
+}
+
+/* weft__peek with the pid looked up once per report: 0 or -EFAULT. */
+static int peek(const struct snap *s, void *dst, const void *src, size_t n)
+{
+    return peek_some(s, dst, src, n) == (ssize_t)n ? 0 : -EFAULT;
+}
+
+/* A copy of f's control block: from the window when it covers f and
+ * `fresh` is not asked for, else from a new window starting at f. */
+static int copy_block(struct snap *s, struct weft_fiber *f, struct weft_fiber *out, int fresh)
+{
+    uintptr_t a = (uintptr_t)f;
+    if (fresh)
+        return peek(s, out, f, sizeof *out);
+    if (!(a >= s->win_lo && a + sizeof *out <= s->win_lo + s->win_len)) {
+        ssize_t n = peek_some(s, s->win, f, WINDOW);
+        if (n < (ssize_t)sizeof *out) {
+            s->win_len = 0;
+            return peek(s, out, f, sizeof *out);
+        }
+        s->win_lo = a;
+        s->win_len = (size_t)n;
+    }
+    memcpy(out, s->win + (a - s->win_lo), sizeof *out);
     return 0;
 }
 
@@ -222,17 +268,17 @@ static void snap_stack(struct snap *s, const struct weft_fiber *c, struct frec *
     if (suspended && sp % 8 == 0 && sp < top && top - sp <= WEFT__MAX_STACK) {
         size_t live = top - sp;
         if (live <= STACK_COPY) {
-            if (weft__peek(s->copy, (void *)sp, live + DESC_BYTES) != 0)
+            if (peek(s, s->copy, (void *)sp, live + DESC_BYTES) != 0)
                 return;
             memcpy(&d, s->copy + live, sizeof d);
             got = live;
         } else {
-            if (weft__peek(&d, (void *)top, sizeof d) != 0 ||
-                weft__peek(s->copy, (void *)sp, STACK_COPY) != 0)
+            if (peek(s, &d, (void *)top, sizeof d) != 0 ||
+                peek(s, s->copy, (void *)sp, STACK_COPY) != 0)
                 return;
             got = STACK_COPY;
         }
-    } else if (weft__peek(&d, (void *)top, sizeof d) != 0) {
+    } else if (peek(s, &d, (void *)top, sizeof d) != 0) {
         return;
     }
     if ((uintptr_t)d.top != top || (uintptr_t)d.lo >= top || d.size > WEFT__MAX_STACK + DESC_BYTES)
@@ -247,10 +293,10 @@ static void snap_stack(struct snap *s, const struct weft_fiber *c, struct frec *
     *npcs = weft__unwind_ctx(s->u, &us, pcs, MAX_FRAMES);
 }
 
-/* One look at f. 0: consistent; 1: it moved meanwhile; -1: not a fiber
- * (any more). */
+/* One look at f (the first from the window of blocks, later ones fresh).
+ * 0: consistent; 1: it moved meanwhile; -1: not a fiber (any more). */
 static int snap_fiber(struct snap *s, struct weft_fiber *f, struct frec *r,
-                      uintptr_t *pcs, int *npcs)
+                      uintptr_t *pcs, int *npcs, int fresh)
 {
     unsigned st = REG_LOAD(&f->rstate);
     uint32_t since = REG_LOAD(&f->since);
@@ -265,12 +311,18 @@ static int snap_fiber(struct snap *s, struct weft_fiber *f, struct frec *r,
     r->stack = -1;
     *npcs = 0;
     struct weft_fiber c;
-    if (weft__peek(&c, f, sizeof c) != 0)
+    if (copy_block(s, f, &c, fresh) != 0)
         return -1;
+    /* A window copied before this fiber's registry words were loaded is
+     * current only if it shows the same state since the same time. The
+     * copy is ours: relaxed loads of our own memory. */
+    if (atomic_load_explicit(&c.rstate, memory_order_relaxed) != st ||
+        atomic_load_explicit(&c.since, memory_order_relaxed) != since)
+        return fresh ? 1 : snap_fiber(s, f, r, pcs, npcs, 1);
     r->id = c.id;
     r->fn = (uintptr_t)c.fn;
     r->spawn_pc = (uintptr_t)c.spawn_pc;
-    if (c.name && weft__peek(r->name, c.name, sizeof r->name) == 0)
+    if (c.name && peek(s, r->name, c.name, sizeof r->name) == 0)
         r->name[sizeof r->name - 1] = 0;
     else
         r->name[0] = 0;
@@ -290,7 +342,7 @@ static void visit(struct weft_fiber *f, void *arg)
     uintptr_t pcs[MAX_FRAMES];
     int npcs = 0, rc = 1;
     for (int t = 0; t < SNAP_TRIES && rc == 1; t++)
-        rc = snap_fiber(s, f, &r, pcs, &npcs);
+        rc = snap_fiber(s, f, &r, pcs, &npcs, t > 0);
     if (rc < 0)
         return;
     if (rc == 1)
@@ -307,14 +359,14 @@ static void visit(struct weft_fiber *f, void *arg)
 }
 
 /* The id and name of the fiber at f, which runs elsewhere. */
-static int peek_id_name(struct weft_fiber *f, uint64_t *id, char *name)
+static int peek_id_name(const struct snap *s, struct weft_fiber *f, uint64_t *id, char *name)
 {
     char *np = NULL;
     name[0] = 0;
-    if (weft__peek(id, &f->id, sizeof *id) != 0)
+    if (peek(s, id, &f->id, sizeof *id) != 0)
         return -1;
-    if (weft__peek(&np, &f->name, sizeof np) == 0 && np &&
-        weft__peek(name, np, WEFT__FIBER_NAME) == 0)
+    if (peek(s, &np, &f->name, sizeof np) == 0 && np &&
+        peek(s, name, np, WEFT__FIBER_NAME) == 0)
         name[WEFT__FIBER_NAME - 1] = 0;
     else
         name[0] = 0;
@@ -329,17 +381,17 @@ static void snap_workers(struct snap *s)
         /* Relaxed: the owner's statistics and report words (sched.h). */
         r->wstate = atomic_load_explicit(&w->wstate, memory_order_relaxed);
         struct weft_fiber *run = atomic_load_explicit(&w->running, memory_order_relaxed);
-        if (run && peek_id_name(run, &r->running_id, r->running_name) == 0) {
+        if (run && peek_id_name(s, run, &r->running_id, r->running_name) == 0) {
             r->has_running = 1;
             r->running_ms = age_of(s->now_ms, REG_LOAD(&run->since));
         }
         struct weft_fiber *next = atomic_load_explicit(&w->runnext, memory_order_relaxed);
         char ignored[WEFT__FIBER_NAME];
-        if (next && peek_id_name(next, &r->runnext_id, ignored) == 0)
+        if (next && peek_id_name(s, next, &r->runnext_id, ignored) == 0)
             r->has_runnext = 1;
         r->deque = deque_size(&w->dq);
         r->inbox = atomic_load_explicit(&w->inbox_len, memory_order_relaxed);
-        if (weft__peek(&r->timers, &w->timers.n, sizeof r->timers) != 0)
+        if (peek(s, &r->timers, &w->timers.n, sizeof r->timers) != 0)
             r->timers = 0;
         r->nswitch = atomic_load_explicit(&w->nswitch, memory_order_relaxed);
         r->nsteal = atomic_load_explicit(&w->nsteal, memory_order_relaxed);
@@ -359,6 +411,7 @@ static void snap_free(struct snap *s)
     free(s->stkidx);
     free(s->copy);
     free(s->mvec);
+    free(s->win);
 }
 
 /* Take the snapshot. 0, -EPERM (no runtime), -ENOMEM. */
@@ -366,8 +419,10 @@ static int snap_take(struct snap *s)
 {
     memset(s, 0, sizeof *s);
     s->page = (size_t)sysconf(_SC_PAGESIZE);
+    s->pid = getpid();
     s->copy = malloc(STACK_COPY + DESC_BYTES);
-    if (!s->copy)
+    s->win = malloc(WINDOW);
+    if (!s->copy || !s->win)
         return -ENOMEM;
     pthread_mutex_lock(&weft__rt.report_lock);
     /* Acquire: pairs with weft_run's store of RT_RUNNING, after which the
@@ -416,16 +471,6 @@ static int frec_cmp(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-static const char *const wait_names[WAIT__COUNT] = {
-    [WAIT_NONE] = "unknown",      [WAIT_JOIN] = "join",
-    [WAIT_SLEEP] = "sleep",       [WAIT_MUTEX] = "mutex",
-    [WAIT_COND] = "cond",         [WAIT_WG] = "wg",
-    [WAIT_SEM] = "sem",           [WAIT_CHAN_SEND] = "chan send",
-    [WAIT_CHAN_RECV] = "chan recv", [WAIT_SELECT] = "select",
-    [WAIT_FD_READ] = "fd read",   [WAIT_FD_WRITE] = "fd write",
-    [WAIT_FD_RW] = "fd read+write", [WAIT_BLOCKING] = "blocking call",
-    [WAIT_MIGRATE] = "migrate",
-};
 
 static const char *state_name(unsigned st)
 {
@@ -440,7 +485,7 @@ static const char *state_name(unsigned st)
 
 static const char *wait_name(unsigned w)
 {
-    return w < WAIT__COUNT && wait_names[w] ? wait_names[w] : "unknown";
+    return weft__wait_name(w);
 }
 
 static const char *worker_state(const struct wrec *w)
@@ -585,6 +630,10 @@ static void put_bytes(struct out *o, uint64_t b)
 {
     if (b < 1024)
         putf(o, "%" PRIu64 " B", b);
+    else if (b % (1024 * 1024) == 0)
+        putf(o, "%" PRIu64 " MiB", b >> 20);
+    else if (b % 1024 == 0)
+        putf(o, "%" PRIu64 " KiB", b >> 10);
     else if (b < 1024 * 1024)
         putf(o, "%.1f KiB", (double)b / 1024.0);
     else
@@ -960,11 +1009,18 @@ static void json_report(struct out *o, const struct snap *s, const weft_stats *s
 
 /* ---- entry points --------------------------------------------------- */
 
+/* Write it all. A socket gets send(MSG_NOSIGNAL): a weft-dump client
+ * that goes away must not kill the process with SIGPIPE. */
 static int write_all(int fd, const char *p, size_t n)
 {
+    int sock = 1;
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = sock ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
         if (w < 0) {
+            if (errno == ENOTSOCK && sock) {
+                sock = 0;
+                continue;
+            }
             if (errno == EINTR)
                 continue;
             return -errno;

@@ -316,6 +316,7 @@ static int run(const weft_config *cfg)
     }
     weft__submit_foreign(mainf); /* cannot fail: shutdown is 0 */
 
+    weft__fiber_crash_hook_install();
     pthread_mutex_lock(&weft__rt.start_lock);
     unsigned started = 0;
     for (; started < n; started++) {
@@ -343,10 +344,8 @@ static int run(const weft_config *cfg)
     pthread_mutex_unlock(&weft__rt.start_lock);
     /* The monitor (takeover, watchdog, weft-dump): the run goes on
      * without it if it cannot start. */
-    if (started == n) {
-        weft__fiber_crash_hook_install();
+    if (started == n)
         weft__monitor_start();
-    }
     for (unsigned i = 0; i < started; i++)
         pthread_join(weft__rt.workers[i].thread, NULL);
     weft__monitor_stop();
