@@ -911,6 +911,37 @@ START_TEST(tool_reads_a_running_process)
         fprintf(stderr, "tool_reads_a_running_process: not root, permission check skipped\n");
     }
 
+    /* --trace records for a second and writes trace-event JSON with a
+     * track per worker (the spinner's worker runs one long slice). */
+    char tpath[64];
+    snprintf(tpath, sizeof tpath, "/tmp/weft-dump-trace-%d.json", (int)getpid());
+    char *trace_argv[] = { (char *)tool, "--trace", "1", "-o", tpath, pid, NULL };
+    run_prog(trace_argv, 0, &r);
+    ck_assert_msg(r.status == 0, "status %d: %s", r.status, r.err);
+    prog_free(&r);
+    {
+        FILE *f = fopen(tpath, "r");
+        ck_assert_ptr_nonnull(f);
+        static char tbuf[1 << 20];
+        size_t tn = fread(tbuf, 1, sizeof tbuf - 1, f);
+        fclose(f);
+        tbuf[tn] = 0;
+        ck_assert_msg(strstr(tbuf, "\"traceEvents\"") != NULL, "%.200s", tbuf);
+        ck_assert_msg(strstr(tbuf, "\"name\":\"weft worker 0\"") != NULL, "%.200s", tbuf);
+        ck_assert_msg(strstr(tbuf, "\"ph\":\"X\"") != NULL, "no run slice: %.400s", tbuf);
+        if (tn < sizeof tbuf - 1) {
+            struct jval jv;
+            ck_assert_msg(json_parse(tbuf, tn, &jv) == 0, "not JSON: %.400s", tbuf);
+            json_free(&jv);
+        }
+        unlink(tpath);
+    }
+    /* -o without --trace, --trace without -o: usage errors. */
+    char *bad_trace[] = { (char *)tool, "--trace", "1", pid, NULL };
+    run_prog(bad_trace, 0, &r);
+    ck_assert_int_eq(r.status, 2);
+    prog_free(&r);
+
     /* --watch refreshes until interrupted. */
     int o[2];
     ck_assert_int_eq(pipe2(o, O_CLOEXEC), 0);

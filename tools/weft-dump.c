@@ -60,10 +60,13 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: weft-dump [--json] [--watch SECONDS] PID\n"
+            "       weft-dump --trace SECONDS -o FILE PID\n"
             "Print the workers and fibers of a running weft process.\n"
             "\n"
             "  --json             the same report as JSON\n"
             "  --watch SECONDS    clear the screen and refresh every SECONDS until interrupted\n"
+            "  --trace SECONDS    record the scheduler for SECONDS (1..3600) and write\n"
+            "                     Chrome/Perfetto trace-event JSON to FILE (-o FILE)\n"
             "  -h, --help         this help\n"
             "      --version      the tool's version and protocol\n");
 }
@@ -105,12 +108,12 @@ static int maps_mention_weft(pid_t pid)
 }
 
 /* Read until the peer closes, into b. 0, or -1 on a timeout or error. */
-static int read_all(int fd, struct buf *b)
+static int read_all(int fd, struct buf *b, int timeout_ms)
 {
     char chunk[65536];
     for (;;) {
         struct pollfd p = { fd, POLLIN, 0 };
-        int r = poll(&p, 1, REPLY_TIMEOUT_MS);
+        int r = poll(&p, 1, timeout_ms);
         if (r < 0 && errno == EINTR) {
             if (interrupted)
                 return -1;
@@ -134,7 +137,7 @@ static int read_all(int fd, struct buf *b)
  * Fetch one report from pid into out (the report alone, without the OK
  * line). 0, or 1 after printing the one-line error.
  */
-static int fetch(pid_t pid, int json, struct buf *out)
+static int fetch(pid_t pid, const char *kind, int timeout_ms, struct buf *out)
 {
     if (kill(pid, 0) != 0 && errno == ESRCH)
         return fail("no such process: %d", (int)pid);
@@ -164,19 +167,18 @@ static int fetch(pid_t pid, int json, struct buf *out)
     }
 
     char req[64];
-    int rn = snprintf(req, sizeof req, "weft-dump %d %s\n", WEFT__DUMP_PROTOCOL,
-                      json ? "json" : "text");
+    int rn = snprintf(req, sizeof req, "weft-dump %d %s\n", WEFT__DUMP_PROTOCOL, kind);
     /* A refused client may find the socket closed already: its ERR line
      * is still there to read. */
     (void)send(fd, req, (size_t)rn, MSG_NOSIGNAL);
     struct buf reply = { 0 };
-    int rc = read_all(fd, &reply);
+    int rc = read_all(fd, &reply, timeout_ms);
     close(fd);
     if (rc != 0 && !reply.len) {
         free(reply.p);
         if (interrupted)
             return 1;
-        return fail("process %d did not answer within %d s", (int)pid, REPLY_TIMEOUT_MS / 1000);
+        return fail("process %d did not answer within %d s", (int)pid, timeout_ms / 1000);
     }
     char *nl = reply.p ? memchr(reply.p, '\n', reply.len) : NULL;
     if (!nl) {
@@ -203,6 +205,8 @@ static int fetch(pid_t pid, int json, struct buf *out)
                  (int)pid, atoi(speaks + 7), WEFT__DUMP_PROTOCOL);
     else if (strncmp(line, "ERR busy", 8) == 0)
         r = fail("process %d is busy with other dumps; try again", (int)pid);
+    else if (strncmp(line, "ERR trace", 9) == 0)
+        r = fail("process %d cannot trace now: %s", (int)pid, line + 10);
     else if (strncmp(line, "ERR no weft runtime", 19) == 0)
         r = fail("no weft runtime running in process %d", (int)pid);
     else if (strncmp(line, "OK ", 3) == 0)
@@ -235,7 +239,7 @@ static int watch(pid_t pid, int json, double secs)
     sigaction(SIGTERM, &sa, NULL);
     while (!interrupted) {
         struct buf b = { 0 };
-        if (fetch(pid, json, &b) != 0) {
+        if (fetch(pid, json ? "json" : "text", REPLY_TIMEOUT_MS, &b) != 0) {
             free(b.p);
             return interrupted ? 0 : 1;
         }
@@ -261,14 +265,31 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         { "json", no_argument, NULL, 'j' },
         { "watch", required_argument, NULL, 'w' },
+        { "trace", required_argument, NULL, 't' },
+        { "output", required_argument, NULL, 'o' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
     int json = 0, c;
     double secs = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    long trace_secs = 0;
+    const char *out_path = NULL;
+    while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
         switch (c) {
+        case 't': {
+            char *end;
+            errno = 0;
+            trace_secs = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || trace_secs < 1 || trace_secs > 3600) {
+                fail("--trace wants a whole number of seconds from 1 to 3600, not '%s'", optarg);
+                return 2;
+            }
+            break;
+        }
+        case 'o':
+            out_path = optarg;
+            break;
         case 'j':
             json = 1;
             break;
@@ -302,10 +323,33 @@ int main(int argc, char **argv)
         fail("not a process id: '%s'", argv[optind]);
         return 2;
     }
+    if (trace_secs) {
+        if (!out_path || json || secs > 0) {
+            fail("--trace wants -o FILE, and neither --json nor --watch");
+            return 2;
+        }
+        char kind[32];
+        snprintf(kind, sizeof kind, "trace %ld", trace_secs);
+        struct buf t = { 0 };
+        int rc = fetch(pid, kind, REPLY_TIMEOUT_MS + (int)trace_secs * 1000, &t);
+        if (rc == 0) {
+            FILE *f = fopen(out_path, "w");
+            if (!f)
+                rc = fail("cannot write %s: %s", out_path, strerror(errno));
+            else if ((t.len && fwrite(t.p, 1, t.len, f) != t.len) | (fclose(f) != 0))
+                rc = fail("writing %s: %s", out_path, strerror(errno));
+        }
+        free(t.p);
+        return rc;
+    }
+    if (out_path) {
+        fail("-o goes with --trace");
+        return 2;
+    }
     if (secs > 0)
         return watch(pid, json, secs);
     struct buf b = { 0 };
-    int rc = fetch(pid, json, &b);
+    int rc = fetch(pid, json ? "json" : "text", REPLY_TIMEOUT_MS, &b);
     if (rc == 0 && b.len && fwrite(b.p, 1, b.len, stdout) != b.len)
         rc = fail("writing the report: %s", strerror(errno));
     free(b.p);

@@ -36,6 +36,7 @@
  */
 #define _GNU_SOURCE
 #include "io/dumpsrv.h"
+#include "sched/trace.h"
 
 #include <weft.h>
 
@@ -228,6 +229,33 @@ static int read_request(int fd, char *buf, size_t cap)
     return -1;
 }
 
+/* "trace SECONDS": record the scheduler for that long (or until the
+ * client hangs up or the run ends: weft__dumpsrv_stop shuts the socket
+ * down), then send the trace-event JSON. A client thread. */
+static void serve_trace(int fd, int secs)
+{
+    char line[160];
+    int err = weft__trace_begin(0);
+    if (err) {
+        snprintf(line, sizeof line, "ERR trace: %s\n",
+                 err == -EBUSY ? "another trace is recording"
+                 : err == -EPERM ? "no weft runtime running" : strerror(-err));
+        send_line(fd, line);
+        return;
+    }
+    snprintf(line, sizeof line, "OK %d %s\n", WEFT__DUMP_PROTOCOL, weft_version());
+    if (send_all(fd, line, strlen(line)) == 0) {
+        struct pollfd p = { fd, POLLIN, 0 };
+        int64_t end = weft__now() + (int64_t)secs * 1000000000;
+        for (int64_t left; (left = end - weft__now()) > 0;) {
+            int r = poll(&p, 1, (int)(left / 1000000) + 1);
+            if (r > 0 || (r < 0 && errno != EINTR))
+                break; /* the client left, or the run is ending */
+        }
+    }
+    (void)weft__trace_end(fd);
+}
+
 static void serve(int fd)
 {
     set_timeout(fd, SO_RCVTIMEO, RECV_TIMEOUT_MS);
@@ -249,9 +277,19 @@ static void serve(int fd)
         send_line(fd, line);
         return;
     }
+    long trace_secs = 0;
+    if (strcmp(kind, "trace") == 0) {
+        if (sscanf(req, "weft-dump %*d trace %ld", &trace_secs) != 1 || trace_secs < 1 ||
+            trace_secs > 3600) {
+            send_line(fd, "ERR bad request: expected \"trace SECONDS\" (1..3600)\n");
+            return;
+        }
+        serve_trace(fd, (int)trace_secs);
+        return;
+    }
     int json = strcmp(kind, "json") == 0;
     if (!json && strcmp(kind, "text") != 0) {
-        send_line(fd, "ERR bad request: the report kind is text or json\n");
+        send_line(fd, "ERR bad request: the report kind is text, json or trace\n");
         return;
     }
     /* Relaxed: a courtesy check (the report re-checks under its lock);
