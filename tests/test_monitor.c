@@ -514,6 +514,9 @@ static void *crasher(void *arg)
 {
     (void)arg;
     weft_set_name("crasher");
+    weft_chan *ch = weft_chan_new(sizeof(int), 1);
+    int v;
+    weft_chan_recv_timeout(ch, &v, 1000); /* an earlier wait: empty, times out */
     weft_sleep(1000000); /* its last wait */
     /* Not NULL: UBSan would report a null store before the fault. */
     weft_test_crash_here((volatile int *)16);
@@ -541,7 +544,8 @@ START_TEST(crash_report_names_fiber)
     ck_assert_msg(r.signaled || (r.exited && r.status != 0), "child survived: %s", r.err);
     ck_assert_msg(matches(r.err, "weft: fatal signal SIGSEGV \\(address 0x10\\) in fiber [0-9]+ 'crasher'"),
                   "stderr: %s", r.err);
-    ck_assert_msg(strstr(r.err, "last wait: sleep") != NULL, "stderr: %s", r.err);
+    ck_assert_msg(strstr(r.err, "last wait: sleep; waits before it, newest first: chan recv;") != NULL,
+                  "stderr: %s", r.err);
     ck_assert_msg(strstr(r.err, "weft_test_crash_here") != NULL, "stderr: %s", r.err);
 }
 END_TEST

@@ -259,6 +259,7 @@ struct weft_fiber *weft__fiber_new(struct worker *w, const weft_spawn_opts *o,
      * (weft_sleep, defer_start in sched.c). */
     f->spawn_pc = NULL;
     f->trace_gen = 0; /* its name is not in any trace yet */
+    f->wait_hist = 0;
     atomic_store_explicit(&f->wait, WAIT_NONE, memory_order_relaxed);
     atomic_store_explicit(&f->worker, UINT16_MAX, memory_order_relaxed);
     weft__fstate_set(f, FS_RUNNABLE, weft__clock_ms(w));
@@ -616,6 +617,13 @@ static void crash_hook(const weft__ctx *c, int fd)
         } else if (why != WAIT_SLEEP) {
             weft__fmt_str(&o, " 0x");
             weft__fmt_hex(&o, obj);
+        }
+    }
+    if (f->wait_hist >> 8) {
+        weft__fmt_str(&o, "; waits before it, newest first:");
+        for (uint64_t h = f->wait_hist >> 8; h; h >>= 8) {
+            weft__fmt_str(&o, " ");
+            weft__fmt_str(&o, weft__wait_name((unsigned)(h & 0xff)));
         }
     }
     weft__fmt_str(&o, "; spawned from 0x");

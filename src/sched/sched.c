@@ -581,6 +581,7 @@ void weft__wait_reason(unsigned why, uintptr_t obj)
     struct weft_fiber *self = w ? w->current : NULL;
     if (!self || !WEFT__REGISTRY)
         return; /* a plain thread: not in the registry */
+    self->wait_hist = self->wait_hist << 8 | (uint8_t)why;
     /* Relaxed: registry words, see sched.h. */
     atomic_store_explicit(&self->wait, (uint8_t)why, memory_order_relaxed);
     atomic_store_explicit(&self->wait_obj, obj, memory_order_relaxed);

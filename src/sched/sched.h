@@ -105,6 +105,10 @@ struct weft_fiber {
     void              *spawn_pc;   /* return address of weft_spawn*'s caller */
     struct fiber_slab *slab;       /* the slab the block belongs to      */
     uint32_t           trace_gen;  /* trace session that has its name (trace.c) */
+    /* The kinds of its last 8 waits, newest in the low byte, for crash
+     * reports. Only the fiber itself touches it (weft__wait_reason, and
+     * a fatal-signal handler on its own thread). */
+    uint64_t           wait_hist;
 };
 
 /* Milliseconds on the weft_now clock, truncated to 32 bits: what the
