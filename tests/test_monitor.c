@@ -590,6 +590,46 @@ START_TEST(crash_report_on_abort)
 }
 END_TEST
 
+DEFINE_RUNAWAY(monitor_runaway, 512)
+
+static void *overflower(void *arg)
+{
+    (void)arg;
+    weft_set_name("deep");
+    weft_sleep(1000); /* its last wait */
+    monitor_runaway(0);
+    return NULL;
+}
+
+static void overflow_main(void *arg)
+{
+    (void)arg;
+    weft_join(weft_spawn(overflower, NULL), NULL);
+}
+
+static void overflow_child(void)
+{
+    weft_config c;
+    weft_config_init(&c);
+    c.workers = 1;
+    weft_run(&c, overflow_main, NULL);
+    _exit(0); /* not reached */
+}
+
+START_TEST(overflow_report_has_details)
+{
+    if (skip_under_valgrind() || WEFT__ASAN)
+        return; /* ASan reports the overflow itself, before our handler */
+    struct child_result r = run_in_child(overflow_child);
+    ck_assert_msg(r.signaled && r.sig == SIGABRT, "child: %s", r.err);
+    ck_assert_msg(matches(r.err, "weft: stack overflow in fiber [0-9]+ 'deep' \\(stack [0-9]+ bytes\\)"),
+                  "stderr: %s", r.err);
+    ck_assert_msg(strstr(r.err, "last wait: sleep") != NULL, "stderr: %s", r.err);
+    ck_assert_msg(strstr(r.err, "weft: backtrace") != NULL, "stderr: %s", r.err);
+    ck_assert_msg(strstr(r.err, "weft: fatal signal") == NULL, "reported twice: %s", r.err);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("monitor");
@@ -617,6 +657,7 @@ static Suite *make_suite(void)
     tcase_set_timeout(cr, 60);
     tcase_add_test(cr, crash_report_names_fiber);
     tcase_add_test(cr, crash_report_on_abort);
+    tcase_add_test(cr, overflow_report_has_details);
     suite_add_tcase(s, cr);
     return s;
 }

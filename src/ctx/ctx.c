@@ -174,10 +174,14 @@ static __thread int crash_reported;
 
 _Atomic(weft__ctx_crash_fn) weft__ctx_crash_hook;
 
+static void report_details(const weft__ctx *c);
+
 void weft__ctx_overflow(const weft__ctx *c)
 {
     crash_reported = 1;
     report_overflow(c);
+    if (c->owner_kind != WEFT__OWNER_THREAD)
+        report_details(c);
     abort();
 }
 
@@ -217,6 +221,13 @@ static void report_crash(const weft__ctx *c, int sig, const siginfo_t *si)
     weft__fmt_str(&f, c->owner_name ? c->owner_name : "");
     weft__fmt_str(&f, "'\n");
     weft__fmt_write(&f, 2);
+    report_details(c);
+}
+
+/* The owner layer's words on c (its last waits), then a backtrace of
+ * the calling thread, through the signal frame when in a handler. */
+static void report_details(const weft__ctx *c)
+{
     /* Relaxed: see ctx.h. */
     weft__ctx_crash_fn hook = atomic_load_explicit(&weft__ctx_crash_hook, memory_order_relaxed);
     if (hook)
