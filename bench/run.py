@@ -112,13 +112,13 @@ def peer(impl, name, scales):
 
 
 # The servers of the network benchmarks. Each listens on a free port (-p 0)
-# on loopback and runs on {workers} CPUs: weft's examples (the default mode
-# of echo_server, and its other mode as "weft-shared"), the hand-written
-# epoll server, and Go.
+# on loopback and runs on {workers} CPUs: weft's examples (echo_server in
+# its default mode, one shared listener, and in its other mode as
+# "weft-reuseport"), the hand-written epoll server, and Go.
 ECHO_SERVERS = {
     "weft": ["{build}/examples/echo_server", "-h", "127.0.0.1", "-p", "0", "-w", "{workers}"],
-    "weft-shared": ["{build}/examples/echo_server", "-h", "127.0.0.1", "-p", "0",
-                    "-w", "{workers}", "-m", "shared"],
+    "weft-reuseport": ["{build}/examples/echo_server", "-h", "127.0.0.1", "-p", "0",
+                       "-w", "{workers}", "-m", "reuseport"],
     "epoll": ["{build}/bench/peers/peer-echo-epoll", "-h", "127.0.0.1", "-p", "0",
               "-w", "{workers}"],
     "go": ["{build}/bench/peers/peer-go-net", "echo", "-h", "127.0.0.1", "-p", "0",
@@ -187,11 +187,11 @@ SUITE = [
     peer("go", "mutex", True),
     peer("boost-fiber", "mutex", True),
     echo("weft", 64),
-    echo("weft-shared", 64),
+    echo("weft-reuseport", 64),
     echo("epoll", 64),
     echo("go", 64),
     echo("weft", 1000),
-    echo("weft-shared", 1000),
+    echo("weft-reuseport", 1000),
     echo("epoll", 1000),
     echo("go", 1000),
     http("weft", 64),

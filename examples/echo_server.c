@@ -1,7 +1,7 @@
 /*
  * echo_server: a TCP echo server, one fiber per connection.
  *
- *   echo_server [-h HOST] [-p PORT] [-w WORKERS] [-m reuseport|shared]
+ *   echo_server [-h HOST] [-p PORT] [-w WORKERS] [-m shared|reuseport]
  *               [-n MAX_CONNECTIONS]
  *
  * Listens on HOST:PORT (default: every IPv4 address, port 7007; port 0
@@ -12,12 +12,13 @@
  * finished; otherwise it runs until killed.
  *
  * How connections come in (-m):
+ *   shared     one listening socket and one accept fiber for all workers
+ *              (the default: see docs/benchmarks.md, "echo", for how the
+ *              two modes measured).
  *   reuseport  one listening socket per worker, all bound to the same port
  *              with SO_REUSEPORT, each with its own accept fiber: the
  *              kernel spreads new connections over the sockets, and no
- *              two accept fibers ever wait on the same one (the default:
- *              see docs/benchmarks.md, "echo", for the measurements).
- *   shared     one listening socket and one accept fiber for all workers.
+ *              two accept fibers ever wait on the same one.
  * Either way each connection gets its own fiber, and the runtime's work
  * stealing spreads those fibers over the workers. In reuseport mode HOST
  * must be a numeric IPv4 address (or left out).
@@ -38,7 +39,7 @@
 #define MAX_LISTENERS 256
 #define BACKLOG       4096
 
-enum mode { MODE_REUSEPORT, MODE_SHARED };
+enum mode { MODE_SHARED, MODE_REUSEPORT };
 
 struct server {
     const char *host;
@@ -184,8 +185,9 @@ static void server_main(void *arg)
         atomic_store(&s->status, 1);
         return;
     }
-    printf("echo_server: listening on %s:%d (%u workers, %s)\n",
+    printf("echo_server: listening on %s:%d (%u worker%s, %s)\n",
            s->host && *s->host ? s->host : "0.0.0.0", s->port, weft_workers(),
+           weft_workers() == 1 ? "" : "s",
            s->mode == MODE_SHARED ? "one shared listener" : "a SO_REUSEPORT listener per worker");
     fflush(stdout);
 
@@ -218,13 +220,13 @@ static void raise_fd_limit(void)
 static void usage(void)
 {
     fprintf(stderr, "usage: echo_server [-h HOST] [-p PORT] [-w WORKERS] "
-                    "[-m reuseport|shared] [-n MAX_CONNECTIONS]\n");
+                    "[-m shared|reuseport] [-n MAX_CONNECTIONS]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    struct server s = { .port = 7007, .mode = MODE_REUSEPORT };
+    struct server s = { .port = 7007, .mode = MODE_SHARED };
     int opt;
     while ((opt = getopt(argc, argv, "h:p:w:m:n:")) != -1) {
         switch (opt) {
@@ -233,10 +235,10 @@ int main(int argc, char **argv)
         case 'w': s.workers = (unsigned)atoi(optarg); break;
         case 'n': s.max_conns = atol(optarg); break;
         case 'm':
-            if (strcmp(optarg, "reuseport") == 0)
-                s.mode = MODE_REUSEPORT;
-            else if (strcmp(optarg, "shared") == 0)
+            if (strcmp(optarg, "shared") == 0)
                 s.mode = MODE_SHARED;
+            else if (strcmp(optarg, "reuseport") == 0)
+                s.mode = MODE_REUSEPORT;
             else
                 usage();
             break;

@@ -235,8 +235,9 @@ static void server_main(void *arg)
     int port = s->port;
     if (getsockname(lfd, (struct sockaddr *)&a, &al) == 0 && a.ss_family == AF_INET)
         port = ntohs(((struct sockaddr_in *)&a)->sin_port);
-    printf("http_hello: listening on %s:%d (%u workers)\n",
-           s->host && *s->host ? s->host : "0.0.0.0", port, weft_workers());
+    printf("http_hello: listening on %s:%d (%u worker%s)\n",
+           s->host && *s->host ? s->host : "0.0.0.0", port, weft_workers(),
+           weft_workers() == 1 ? "" : "s");
     fflush(stdout);
 
     weft_spawn_opts opts = { .name = "http", .stack_size = 64 * 1024, .detached = 1 };
