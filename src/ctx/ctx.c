@@ -174,15 +174,23 @@ static __thread int crash_reported;
 
 _Atomic(weft__ctx_crash_fn) weft__ctx_crash_hook;
 
-static void report_details(const weft__ctx *c);
+static void report_details(const weft__ctx *c, int backtrace_too);
 
-void weft__ctx_overflow(const weft__ctx *c)
+/* backtrace_too: 0 when the overflow was caught in the guard, in the
+ * SIGSEGV handler: walking up from the faulting frame would read the
+ * guard and fault again inside the handler. */
+__attribute__((noreturn)) static void overflow(const weft__ctx *c, int backtrace_too)
 {
     crash_reported = 1;
     report_overflow(c);
     if (c->owner_kind != WEFT__OWNER_THREAD)
-        report_details(c);
+        report_details(c, backtrace_too);
     abort();
+}
+
+void weft__ctx_overflow(const weft__ctx *c)
+{
+    overflow(c, 1);
 }
 
 enum { SIG_SEGV, SIG_BUS, SIG_ILL, SIG_FPE, SIG_ABRT, NSIGS };
@@ -221,17 +229,19 @@ static void report_crash(const weft__ctx *c, int sig, const siginfo_t *si)
     weft__fmt_str(&f, c->owner_name ? c->owner_name : "");
     weft__fmt_str(&f, "'\n");
     weft__fmt_write(&f, 2);
-    report_details(c);
+    report_details(c, 1);
 }
 
 /* The owner layer's words on c (its last waits), then a backtrace of
  * the calling thread, through the signal frame when in a handler. */
-static void report_details(const weft__ctx *c)
+static void report_details(const weft__ctx *c, int backtrace_too)
 {
     /* Relaxed: see ctx.h. */
     weft__ctx_crash_fn hook = atomic_load_explicit(&weft__ctx_crash_hook, memory_order_relaxed);
     if (hook)
         hook(c, 2);
+    if (!backtrace_too)
+        return;
     static const char bt[] = "weft: backtrace (innermost first):\n";
     (void)!write(2, bt, sizeof bt - 1);
     void *pcs[64];
@@ -246,7 +256,7 @@ static void fatal_handler(int sig, siginfo_t *si, void *uc)
         const char *a = si->si_addr;
         const char *glo = (const char *)c->stack->lo - c->stack->guard;
         if (a >= glo && a < (const char *)c->stack->lo)
-            weft__ctx_overflow(c);
+            overflow(c, 0);
     }
     if (c && c->owner_kind != WEFT__OWNER_THREAD && !crash_reported) {
         crash_reported = 1;

@@ -21,6 +21,8 @@
 #include "sched/trace.h"
 #include "sched/sched.h"
 
+#include "common/peek.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -42,6 +44,7 @@ struct trace_ev {
 
 struct trace_buf {
     struct trace_buf *next_old;   /* sessions kept until the run ends */
+    uint64_t          first_id;   /* fiber running when the session began (0: none) */
     size_t            cap;
     _Atomic size_t    n;          /* owner: relaxed load, release store */
     uint64_t          dropped;    /* events lost to a full buffer; owner only */
@@ -129,6 +132,14 @@ int weft__trace_begin(size_t events)
             break;
         }
         b->cap = events;
+        /* What the worker runs now: its slice starts with the session.
+         * Relaxed load and a fault-tolerant copy (the fiber may finish
+         * meanwhile: then the slice is a little long). */
+        struct weft_fiber *cur = atomic_load_explicit(&weft__rt.workers[i].running,
+                                                      memory_order_relaxed);
+        b->first_id = 0;
+        if (cur && weft__peek(&b->first_id, &cur->id, sizeof b->first_id) != 0)
+            b->first_id = 0;
         atomic_init(&b->n, 0);
         b->dropped = 0;
         b->next_old = old_bufs;
@@ -247,6 +258,20 @@ static void write_worker(struct out *o, const struct names *m, int pid, unsigned
     out_printf(o, "%s\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%u,"
                "\"args\":{\"name\":\"weft worker %u\"}}", *first ? "" : ",", pid, w, w);
     *first = 0;
+    if (b->first_id) {
+        /* The fiber that was running when the session began, until the
+         * worker's first event (all session long if it never yielded). */
+        size_t j = 0;
+        while (j < n && b->ev[j].kind == TR_NAME)
+            j++;
+        char name[WEFT__FIBER_NAME];
+        fiber_name(m, b->first_id, name, sizeof name);
+        out_printf(o, ",\n{\"name\":\"fiber %llu%s%s%s\",\"cat\":\"fiber\",\"ph\":\"X\","
+                   "\"ts\":%.3f,\"dur\":%.3f,\"pid\":%d,\"tid\":%u,\"args\":{\"fiber\":%llu}}",
+                   (unsigned long long)b->first_id, name[0] ? " '" : "", name,
+                   name[0] ? "'" : "", 0.0, us(j < n ? b->ev[j].ts : end, base), pid, w,
+                   (unsigned long long)b->first_id);
+    }
     for (size_t i = 0; i < n; i++) {
         const struct trace_ev *e = &b->ev[i];
         switch (e->kind) {
