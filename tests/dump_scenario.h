@@ -120,8 +120,10 @@ static __attribute__((noinline)) void *parked_in_join_fn(void *arg)
 static __attribute__((noinline)) void *parked_in_sleep_fn(void *arg)
 {
     (void)arg;
+    /* Long sleeps, so that a dump (slow under TSan) rarely lands just as
+     * one ends; the release waits for the current one to end. */
     while (!atomic_load(&sc_stop))
-        weft_sleep(100 * 1000 * 1000);
+        weft_sleep(2000ll * 1000 * 1000);
     SC_KEEP_FRAME();
     return (void *)5;
 }
@@ -231,7 +233,7 @@ static void sc_expectations(void)
     sc_set(SC_WG3, "wg-waiter", "parked_in_wg_fn", "parked", "wg", "wg 0x", "", 3);
     sc_set(SC_SEM, "sem-waiter", "parked_in_sem_fn", "parked", "sem", "sem 0x", "", 4);
     sc_set(SC_JOIN, "joiner", "parked_in_join_fn", "parked", "join", "join fiber ", "", 14);
-    sc_set(SC_SLEEP, "sleeper", "parked_in_sleep_fn", "parked", "sleep", "sleep until +", " ms", 5);
+    sc_set(SC_SLEEP, "sleeper", "parked_in_sleep_fn", "parked", "sleep", "sleep until ", " ms", 5);
     sc_set(SC_CHAN_SEND, "sender", "parked_in_chan_send_fn", "parked", "chan send", "chan send 0x",
            "", 6);
     sc_set(SC_CHAN_RECV, "receiver", "parked_in_chan_recv_fn", "parked", "chan recv",
