@@ -319,6 +319,16 @@ static void *spin_300ms(void *arg)
     return NULL;
 }
 
+/* In a run_in_child child: run main_fn on `workers` workers, exit 0 if
+ * weft_run succeeded (the crash scenarios never get that far). */
+static void child_run(unsigned workers, void (*main_fn)(void *))
+{
+    weft_config c;
+    weft_config_init(&c);
+    c.workers = workers;
+    _exit(weft_run(&c, main_fn, NULL) == 0 ? 0 : 1);
+}
+
 static void watchdog_main(void *arg)
 {
     (void)arg;
@@ -330,10 +340,7 @@ static void watchdog_main(void *arg)
 static void watchdog_child(void)
 {
     setenv("WEFT_WATCHDOG_MS", "50", 1);
-    weft_config c;
-    weft_config_init(&c);
-    c.workers = 2;
-    _exit(weft_run(&c, watchdog_main, NULL) == 0 ? 0 : 1);
+    child_run(2, watchdog_main);
 }
 
 START_TEST(watchdog_names_the_fiber_once)
@@ -373,10 +380,7 @@ static void yielding_main(void *arg)
 static void yielding_child(void)
 {
     setenv("WEFT_WATCHDOG_MS", "20", 1);
-    weft_config c;
-    weft_config_init(&c);
-    c.workers = 1;
-    _exit(weft_run(&c, yielding_main, NULL) == 0 ? 0 : 1);
+    child_run(1, yielding_main);
 }
 
 START_TEST(watchdog_quiet_for_yielding_fiber)
@@ -390,10 +394,7 @@ END_TEST
 static void bad_env_child(void)
 {
     setenv("WEFT_WATCHDOG_MS", "soon", 1);
-    weft_config c;
-    weft_config_init(&c);
-    c.workers = 1;
-    _exit(weft_run(&c, yielding_main, NULL) == 0 ? 0 : 1);
+    child_run(1, yielding_main);
 }
 
 START_TEST(watchdog_bad_value_warns)
@@ -432,10 +433,7 @@ static char trace_path[64];
 static void trace_child(void)
 {
     setenv("WEFT_TRACE", trace_path, 1);
-    weft_config c;
-    weft_config_init(&c);
-    c.workers = 2;
-    _exit(weft_run(&c, traced_main, NULL) == 0 ? 0 : 1);
+    child_run(2, traced_main);
 }
 
 /* Read a whole file into a malloc'd string. */
@@ -543,11 +541,7 @@ static void crash_main(void *arg)
 
 static void crash_child(void)
 {
-    weft_config c;
-    weft_config_init(&c);
-    c.workers = 2;
-    weft_run(&c, crash_main, NULL);
-    _exit(0); /* not reached */
+    child_run(2, crash_main);
 }
 
 START_TEST(crash_report_names_fiber)
@@ -584,11 +578,7 @@ static void abort_main(void *arg)
 
 static void abort_child(void)
 {
-    weft_config c;
-    weft_config_init(&c);
-    c.workers = 1;
-    weft_run(&c, abort_main, NULL);
-    _exit(0); /* not reached */
+    child_run(1, abort_main);
 }
 
 START_TEST(crash_report_on_abort)
@@ -621,11 +611,7 @@ static void overflow_main(void *arg)
 
 static void overflow_child(void)
 {
-    weft_config c;
-    weft_config_init(&c);
-    c.workers = 1;
-    weft_run(&c, overflow_main, NULL);
-    _exit(0); /* not reached */
+    child_run(1, overflow_main);
 }
 
 START_TEST(overflow_report_has_details)
