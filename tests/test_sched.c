@@ -466,6 +466,224 @@ START_TEST(fib_tree)
 }
 END_TEST
 
+/* ---- joining a child that has not started: run in place -------------- */
+
+/* What a child saw of itself, and where its frame was. */
+struct seen {
+    weft_fiber *self;
+    uint64_t    id;
+    char        name[16];
+    uintptr_t   frame;
+    long        parks;   /* how many times it parked (0: none) */
+};
+
+static void *observe(void *arg)
+{
+    struct seen *s = arg;
+    s->self = weft_self();
+    s->id = weft_fiber_id(s->self);
+    /* The frame, not a local's address: ASan may keep locals elsewhere. */
+    s->frame = (uintptr_t)__builtin_frame_address(0);
+    for (long i = 0; i < s->parks; i++)
+        weft_sleep(i % 2 ? 0 : 1000);
+    return s;
+}
+
+static int near(uintptr_t a, uintptr_t b, uintptr_t within)
+{
+    return (a > b ? a - b : b - a) < within;
+}
+
+static void in_place_main(void *arg)
+{
+    (void)arg;
+    uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+    weft_fiber *me = weft_self();
+    /* Joined at once: run in place, on this stack, as itself. */
+    struct seen a = { 0 };
+    weft_fiber *fa = weft_spawn(observe, &a);
+    void *r = NULL;
+    EXPECT(weft_join(fa, &r) == 0);
+    EXPECT(r == &a);
+    EXPECT(a.self == fa);
+    EXPECT(a.id == weft_fiber_id(fa) && a.id != weft_fiber_id(me));
+    EXPECT(near(a.frame, here, 16 * 1024));
+    EXPECT(weft_self() == me);
+    /* Started before the join (the yield ran it): its own stack. */
+    struct seen b = { 0 };
+    weft_fiber *fb = weft_spawn(observe, &b);
+    weft_yield();
+    EXPECT(weft_join(fb, &r) == 0);
+    EXPECT(r == &b && b.self == fb);
+    EXPECT(!near(b.frame, here, 64 * 1024));
+    /* Not the next in line (the oldest of three siblings: the newest is
+     * in the run-next slot, the middle one at the deque's bottom): parked
+     * for, not run in place, and still joined right. */
+    struct seen c = { 0 }, d = { 0 }, e = { 0 };
+    weft_fiber *fc = weft_spawn(observe, &c);
+    weft_fiber *fd = weft_spawn(observe, &d);
+    weft_fiber *fe = weft_spawn(observe, &e);
+    EXPECT(weft_join(fc, &r) == 0 && r == &c && c.self == fc);
+    EXPECT(!near(c.frame, here, 64 * 1024));
+    EXPECT(weft_join(fd, &r) == 0 && r == &d && d.self == fd);
+    EXPECT(weft_join(fe, &r) == 0 && r == &e && e.self == fe);
+    EXPECT(weft_self() == me);
+}
+
+START_TEST(join_runs_unstarted_child_in_place)
+{
+    if (migrating())
+        return; /* the debug mode starts every fiber on another worker */
+    run(1, in_place_main, NULL);
+}
+END_TEST
+
+/* A child run in place that parks: its joiner's stack parks with it and
+ * may come back on another worker; many at once, on every worker. */
+static void *parking_parent(void *arg)
+{
+    long i = (long)(intptr_t)arg;
+    struct seen s = { .parks = 1 + i % 4 };
+    weft_fiber *me = weft_self();
+    weft_fiber *f = weft_spawn(observe, &s);
+    void *r = NULL;
+    EXPECT(f && weft_join(f, &r) == 0);
+    EXPECT(r == &s && s.self == f && s.id == weft_fiber_id(f));
+    EXPECT(weft_self() == me);
+    weft_yield();
+    EXPECT(weft_self() == me);
+    return (void *)(intptr_t)(i + 1);
+}
+
+static void parking_main(void *arg)
+{
+    long n = *(long *)arg;
+    weft_fiber **v = malloc((size_t)n * sizeof *v);
+    EXPECT(v != NULL);
+    if (!v)
+        return;
+    for (long i = 0; i < n; i++)
+        v[i] = weft_spawn(parking_parent, (void *)(intptr_t)i);
+    long sum = 0;
+    for (long i = 0; i < n; i++) {
+        void *r = NULL;
+        EXPECT(v[i] && weft_join(v[i], &r) == 0);
+        sum += (long)(intptr_t)r;
+    }
+    EXPECT(sum == n * (n + 1) / 2);
+    free(v);
+}
+
+START_TEST(in_place_child_parks_and_moves)
+{
+    long n = sized(2000);
+    run(0, parking_main, &n);
+}
+END_TEST
+
+/* A child that asked for more stack than its joiner has left gets a stack
+ * of its own: it must be able to use all of what it asked for. */
+static void *use_stack(void *arg)
+{
+    size_t bytes = (size_t)(uintptr_t)arg;
+    volatile char *buf = __builtin_alloca(bytes);
+    buf[0] = 1;
+    buf[bytes - 1] = 2;
+    return (void *)(uintptr_t)(buf[0] + buf[bytes - 1]);
+}
+
+static void big_child_main(void *arg)
+{
+    (void)arg;
+    weft_spawn_opts o = { .stack_size = 2 * 1024 * 1024 };
+    for (int i = 0; i < 4; i++) {
+        /* 1.5 MiB of a 2 MiB stack: far more than this 256 KiB fiber's
+         * stack and reserve together. */
+        weft_fiber *f = weft_spawn_ex(&o, use_stack, (void *)(uintptr_t)(1536 * 1024));
+        void *r = NULL;
+        EXPECT(f && weft_join(f, &r) == 0);
+        EXPECT((uintptr_t)r == 3);
+    }
+}
+
+START_TEST(in_place_respects_stack_size)
+{
+    weft_config c = config(1);
+    c.stack_size = 256 * 1024;
+    ck_assert_int_eq(weft_run(&c, big_child_main, NULL), 0);
+    CHECK_EXPECTATIONS();
+}
+END_TEST
+
+/* A chain: each fiber spawns the next and joins it. Run in place while
+ * the stack has room, parked for beyond that; never an overflow. */
+static void *chain(void *arg)
+{
+    long left = (long)(intptr_t)arg;
+    if (left == 0)
+        return (void *)0;
+    weft_fiber *f = weft_spawn(chain, (void *)(intptr_t)(left - 1));
+    void *r = NULL;
+    EXPECT(f && weft_join(f, &r) == 0);
+    return (void *)((intptr_t)r + 1);
+}
+
+static void chain_main(void *arg)
+{
+    long n = *(long *)arg;
+    void *r = NULL;
+    weft_fiber *f = weft_spawn(chain, (void *)(intptr_t)n);
+    EXPECT(f && weft_join(f, &r) == 0);
+    EXPECT((long)(intptr_t)r == n);
+}
+
+START_TEST(deep_join_chain)
+{
+    long n = sized(20000);
+    weft_config c = config(1);
+    c.stack_size = 16 * 1024; /* room for few levels per stack */
+    ck_assert_int_eq(weft_run(&c, chain_main, &n), 0);
+    CHECK_EXPECTATIONS();
+    run(0, chain_main, &n);
+}
+END_TEST
+
+/* An overflow in a child run in place is reported under the child's
+ * name: it runs as itself on its joiner's stack. */
+DEFINE_RUNAWAY(runaway, 512)
+
+static void *runaway_fiber(void *arg)
+{
+    (void)arg;
+    return (void *)(uintptr_t)runaway(0);
+}
+
+static void overflow_main(void *arg)
+{
+    (void)arg;
+    weft_spawn_opts o = { .name = "deep end" };
+    weft_join(weft_spawn_ex(&o, runaway_fiber, NULL), NULL);
+}
+
+static void overflow_child(void)
+{
+    weft_config c = config(1);
+    weft_run(&c, overflow_main, NULL);
+    _exit(7); /* not reached */
+}
+
+START_TEST(in_place_overflow_names_the_child)
+{
+    if (skip_under_valgrind() || WEFT__ASAN)
+        return; /* ASan reports stack overflows itself */
+    struct child_result r = run_in_child(overflow_child);
+    ck_assert_msg(r.signaled && r.sig == SIGABRT, "signaled=%d sig=%d status=%d, stderr: %s",
+                  r.signaled, r.sig, r.status, r.err);
+    ck_assert_msg(matches(r.err, "weft: stack overflow in fiber [0-9]+ 'deep end'"),
+                  "stderr: %s", r.err);
+}
+END_TEST
+
 /* Detached fibers: weft_run must wait for them. */
 static _Atomic long detached_done;
 
@@ -1078,6 +1296,11 @@ static Suite *sched_suite(void)
     tcase_add_test(tc, spawn_join_wide);
     tcase_add_test(tc, skynet_tree);
     tcase_add_test(tc, fib_tree);
+    tcase_add_test(tc, join_runs_unstarted_child_in_place);
+    tcase_add_test(tc, in_place_child_parks_and_moves);
+    tcase_add_test(tc, in_place_respects_stack_size);
+    tcase_add_test(tc, deep_join_chain);
+    tcase_add_test(tc, in_place_overflow_names_the_child);
     tcase_add_test(tc, run_waits_for_detached);
     tcase_add_test(tc, fiber_ids_unique);
     tcase_add_test(tc, stacks_lazy_and_returned);

@@ -33,7 +33,8 @@ enum weft__stack_kind {
  */
 typedef struct weft__stack {
     char   *lo;              /* lowest usable byte (canary word if any)  */
-    size_t  size;            /* nominal size, as reported: top - lo + 64 */
+    size_t  size;            /* nominal size, as asked for and reported;
+                              * [lo, top) may be larger: the reserve */
     char   *top;             /* one past the highest usable byte, 64-aligned */
     void   *map;             /* start of the mapping, guard included      */
     size_t  map_size;        /* bytes mapped (or allocated)               */
@@ -57,6 +58,9 @@ static inline size_t weft__stack_size(const weft__stack *s)
 weft__stack *weft__stack_get(size_t size);
 /* Give a stack back (to the pool, or unmap it). Any thread. */
 void weft__stack_put(weft__stack *s);
+/* The nominal size weft__stack_get(size) would serve (0: the default;
+ * SIZE_MAX for a size it refuses). Any thread. */
+size_t weft__stack_served_size(size_t size);
 /* The canary value a stack of this kind must keep in its lowest word. */
 uint64_t weft__stack_canary_value(const weft__stack *s);
 /* Bytes of the stack that have been written, measured by scanning up from
@@ -118,6 +122,11 @@ extern __thread weft__ctx *weft__ctx_running
 /* The assembly (src/ctx/arch/). */
 void *weft__ctx_jump(void **save_sp, void *to_sp, void *val);
 extern const char weft__ctx_resume_pc[];
+/* Call fn(arg) on the current stack, with the caller saved as if it were
+ * a context suspended at *save_sp (the frame weft__ctx_jump leaves), so
+ * unwinders can walk the caller while fn runs or parks. Returns fn's
+ * result. The caller is never resumed through *save_sp. */
+void *weft__ctx_call(void **save_sp, void *(*fn)(void *), void *arg);
 
 /* Describe the calling thread's own stack as a context to switch from.
  * Copies the owner, stack and canary of the context running now, if any,

@@ -5,8 +5,20 @@
  * as the stack grows, with a guard region below it and its descriptor
  * (struct weft__stack) in its top 64 bytes:
  *
- *   map                    lo                                 top   map+map_size
- *   | guard (64 KiB)        | usable stack, grows down  <---   | desc |
+ *   map                    lo                                        top   map+map_size
+ *   | guard (64 KiB)        | reserve | usable stack, grows down  <---  | desc |
+ *
+ * Reserve. A pooled stack (nominal size up to 1 MiB) is mapped with as
+ * much again below its nominal size. It is address space only: nothing is
+ * committed until touched. It exists for the scheduler's inline join
+ * (sched.c, weft__join_inline): a fiber that joins a child that has not
+ * started yet may run the child on its own stack, but only where the room
+ * left there is at least the child's own stack size, so the child never
+ * gets less stack than it asked for. The reserve makes that room exist in
+ * the common case (a fiber of the default size running a child of the
+ * default size). A fiber that outgrows its nominal size runs into the
+ * reserve before the guard: the guard still catches every overflow of the
+ * whole mapping, so stack sizes are minimums, as with threads.
  *
  * Guard. MADV_GUARD_INSTALL (Linux >= 6.13) turns the guard pages into
  * fault-on-access pages inside the same VMA, so a guarded stack costs one
@@ -58,6 +70,8 @@
 #define GUARD_SIZE     (64u * 1024)
 #define DESC_SIZE      64u
 #define KEEP           (64u * 1024)
+#define NCLASSES       7
+#define POOLED_MAX     ((size_t)MIN_SIZE << (NCLASSES - 1)) /* 1 MiB */
 #define CACHE_MAX      16
 #define POOL_MAX       1024
 
@@ -188,13 +202,19 @@ static unsigned install_guard(void *addr, size_t len)
     return 0;
 }
 
+/* The reserve below a stack of this nominal size (see the top). */
+static size_t stack_reserve(size_t nominal)
+{
+    return nominal <= POOLED_MAX ? nominal : 0;
+}
+
 static weft__stack *stack_map(size_t nominal)
 {
     size_t per = atomic_load_explicit(&guard_madv, memory_order_relaxed) > 0 ? 1 : 2;
     int guarded = atomic_load_explicit(&guarded_vmas, memory_order_relaxed) + per
                   <= read_map_budget();
     size_t guard = guarded ? GUARD_SIZE : 0;
-    size_t len = guard + nominal;
+    size_t len = guard + stack_reserve(nominal) + nominal;
     void *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     unsigned kind;
@@ -306,8 +326,6 @@ size_t weft__stack_used(const weft__stack *s)
  * initial-exec pointer (8 bytes of static TLS, so dlopen stays possible)
  * and allocated on a thread's first put.
  */
-#define NCLASSES   7
-#define POOLED_MAX ((size_t)MIN_SIZE << (NCLASSES - 1)) /* 1 MiB */
 #define POOL_BYTES ((size_t)256 << 20) /* per class, at most */
 #define MIN_SHIFT  14
 _Static_assert(MIN_SIZE == (size_t)1 << MIN_SHIFT, "MIN_SHIFT is log2(MIN_SIZE)");
@@ -403,6 +421,14 @@ static struct cache *cache_get(void)
     pthread_setspecific(cache_key, c);
     tcache = c;
     return c;
+}
+
+size_t weft__stack_served_size(size_t size)
+{
+    int cls;
+    if (size == 0)
+        return weft__stack_default_size();
+    return size > MAX_SIZE ? SIZE_MAX : size_class(size, &cls);
 }
 
 weft__stack *weft__stack_get(size_t size)

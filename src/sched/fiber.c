@@ -471,7 +471,9 @@ int weft_join(weft_fiber *f, void **result)
     if (atomic_load_explicit(&f->join, memory_order_acquire) != JOIN_DONE) {
         if (self) {
             weft__wait_reason(WAIT_JOIN, (uintptr_t)f->id);
-            weft__park(join_commit, f);
+            /* f not started and next in line here: run it in place. */
+            if (!weft__join_inline(w, self, f))
+                weft__park(join_commit, f);
             w = weft__worker_self(); /* we may have moved */
         } else {
             thread_join(f);

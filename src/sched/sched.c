@@ -575,6 +575,91 @@ void weft__ready_on(struct worker *v, struct weft_fiber *f)
         push_inbox(v, f);
 }
 
+/* Take f out of w's run-next slot or off the bottom of its deque if it
+ * is there and has not started. Owner worker. */
+static int take_unstarted(struct worker *w, struct weft_fiber *f)
+{
+    int taken = 0;
+    int outer = rt_enter(w);
+    if (runnext_get(w) == f) {
+        /* Ours alone in this slot: reading its stack word is safe. */
+        if (!f->ctx.stack) {
+            runnext_set(w, NULL);
+            taken = 1;
+        }
+    } else if (deque_peek(&w->dq) == f && deque_pop(&w->dq) == f) {
+        /* The pop made it ours (a thief could have taken it meanwhile;
+         * then pop returned NULL). Started after all: back where it was,
+         * the bottom, still stealable, so no wake-up is owed. */
+        if (!f->ctx.stack)
+            taken = 1;
+        else
+            push_local(w, f);
+    }
+    rt_leave(w, outer);
+    return taken;
+}
+
+/* The context running on this thread, written after a call that may have
+ * moved us to another thread: not inlined, so the TLS address is taken
+ * afresh (as weft__worker_self's). */
+static __attribute__((noinline)) void set_ctx_running(weft__ctx *c)
+{
+    weft__ctx_running = c;
+}
+
+/* Bytes a child run inline needs on top of its own stack size: the frames
+ * of weft_join and of this function down to f->fn. */
+#define INLINE_MARGIN 1024
+
+int weft__join_inline(struct worker *w, struct weft_fiber *self, struct weft_fiber *f)
+{
+    if (weft__rt.migrate)
+        return 0; /* every start should move: leave f to the queues */
+    weft__stack *s = self->ctx.stack;
+    char *sp = __builtin_frame_address(0);
+    if (!s || sp < s->lo || (size_t)(sp - s->lo) < INLINE_MARGIN)
+        return 0;
+    size_t room = (size_t)(sp - s->lo) - INLINE_MARGIN;
+    if (room < weft__stack_served_size((size_t)f->stack_kib * 1024) ||
+        !take_unstarted(w, f))
+        return 0;
+    /* f borrows self's context: the same stack, guard or canary, and
+     * sanitizer state (one stack, one sanitizer fiber), under its own
+     * name for crash and overflow reports. weft__ctx_call leaves self
+     * looking suspended at the call, so weft-dump and gdb still show
+     * its backtrace (weft_join's caller) while f runs or parks. */
+    f->ctx = self->ctx;
+    f->ctx.owner_kind = WEFT__OWNER_FIBER;
+    f->ctx.owner_id = f->id;
+    f->ctx.owner_name = f->name;
+#if WEFT__TSAN
+    f->ctx.tsan_owned = 0;
+#endif
+    weft__fstate_set(self, FS_PARKED, weft__clock_ms(w));
+    weft__count(&w->npark);
+    weft__count(&w->nswitch);
+    w->current = f;
+    mark_running(w, f);
+    set_ctx_running(&f->ctx);
+
+    f->arg = weft__ctx_call(&self->ctx.sp, f->fn, f->arg);
+
+    w = weft__worker_self(); /* f may have parked and moved on */
+    set_ctx_running(&self->ctx);
+    f->ctx.stack = NULL;
+    weft__fstate_set(f, FS_DONE, weft__clock_ms(w));
+    /* Release: pairs with the acquire in quiescent() (runtime.c), as
+     * weft__fiber_finish's count. */
+    atomic_store_explicit(&w->nexited,
+                          atomic_load_explicit(&w->nexited, memory_order_relaxed) + 1,
+                          memory_order_release);
+    weft__count(&w->nswitch);
+    w->current = self;
+    mark_running(w, self);
+    return 1;
+}
+
 void weft__wait_reason(unsigned why, uintptr_t obj)
 {
     struct worker *w = weft__worker_self();

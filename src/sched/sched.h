@@ -349,6 +349,16 @@ void weft__ready_on(struct worker *v, struct weft_fiber *f);
  * commit ran, so no lock or flag needs to survive the switch. Returns
  * after weft__ready(self). Fiber only. */
 void weft__park(int (*commit)(struct weft_fiber *self, void *arg), void *arg);
+/* weft_join's fast path. If f (claimed by self's join, not finished) has
+ * not started, is the next thing this worker would run (its run-next
+ * slot or the bottom of its deque), and self's stack has room for f's
+ * own stack size, take f off the queue and run it to completion right
+ * here on self's stack, as a call; then return 1, with f marked done
+ * and its result in f->arg (the caller frees the block). f is a fiber
+ * of its own meanwhile (weft_self() is f; if it parks, self's stack
+ * parks with it and may resume on another worker). Otherwise return 0
+ * and change nothing. Fiber self, on worker w. */
+int weft__join_inline(struct worker *w, struct weft_fiber *self, struct weft_fiber *f);
 /* Run the worker's schedule loop until the runtime shuts down. The
  * worker's own thread, after setting it up. */
 void weft__worker_loop(struct worker *w);

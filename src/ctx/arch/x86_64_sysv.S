@@ -110,6 +110,77 @@ weft__ctx_resume_pc:
     .size   weft__ctx_jump, .-weft__ctx_jump
 
 /*
+ * void *weft__ctx_call(void **save_sp, void *(*fn)(void *), void *arg)
+ *
+ * Call fn(arg) on the current stack and return its result, after pushing
+ * the callee-saved registers in exactly the frame weft__ctx_jump pushes
+ * and storing the stack pointer in *save_sp. While fn runs (and wherever
+ * it parks), *save_sp therefore describes the caller as a suspended
+ * context: an unwinder shown pc = weft__ctx_resume_pc and rsp = *save_sp
+ * walks into the caller. The scheduler's inline join runs a child this
+ * way, so that the joiner's backtrace stays readable beneath it. The
+ * caller's context is never resumed through *save_sp: fn returns here.
+ * The pops at the end restore what fn preserved anyway (psABI), and keep
+ * the CFI one simple rule.
+ */
+    .globl  weft__ctx_call
+    .hidden weft__ctx_call
+    .type   weft__ctx_call, @function
+    .p2align 4
+weft__ctx_call:
+    .cfi_startproc
+    pushq   %rbp
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbp, 0
+    pushq   %rbx
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbx, 0
+    pushq   %r15
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r15, 0
+    pushq   %r14
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r14, 0
+    pushq   %r13
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r13, 0
+    pushq   %r12
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r12, 0
+    leaq    -8(%rsp), %rsp
+    .cfi_adjust_cfa_offset 8
+    stmxcsr (%rsp)
+    fnstcw  4(%rsp)
+    movq    %rsp, (%rdi)
+    movq    %rsi, %rax
+    movq    %rdx, %rdi
+    /* rsp % 16 == 0 here: entered with 8, then 56 bytes pushed. */
+    callq   *%rax
+    leaq    8(%rsp), %rsp
+    .cfi_adjust_cfa_offset -8
+    popq    %r12
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r12
+    popq    %r13
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r13
+    popq    %r14
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r14
+    popq    %r15
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r15
+    popq    %rbx
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore rbx
+    popq    %rbp
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore rbp
+    ret
+    .cfi_endproc
+    .size   weft__ctx_call, .-weft__ctx_call
+
+/*
  * First code run on a fresh stack. weft__ctx_make leaves the entry
  * function in r12 and the handed-over value arrives in rax; both go to
  * weft__ctx_start(val, entry), which finishes the sanitizers' side of the
