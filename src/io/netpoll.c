@@ -232,10 +232,22 @@ static void unblock_ready(struct np_desc *pd, unsigned mask, int ioready)
 {
     struct weft_fiber *fr = (mask & NP_RBIT) ? unblock(pd, NP_READ, ioready) : NULL;
     struct weft_fiber *fw = (mask & NP_WBIT) ? unblock(pd, NP_WRITE, ioready) : NULL;
+    if (ioready) {
+        if (fr)
+            weft__ready_io(fr);
+        if (fw && fw != fr)
+            weft__ready_io(fw);
+        return;
+    }
     if (fr)
         weft__ready(fr);
     if (fw && fw != fr)
         weft__ready(fw);
+}
+
+void netpoll_deliver_end(void)
+{
+    weft__ready_io_end();
 }
 
 void netpoll_deliver(void *data, unsigned events)

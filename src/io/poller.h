@@ -74,5 +74,8 @@ int  poller_poll(struct poller *p);
 /* Implemented by the netpoller: fd events for `data`. Owner worker of the
  * poller that delivers them, from poller_wait or poller_poll. */
 void netpoll_deliver(void *data, unsigned events);
+/* The events of one poll have all been delivered (the scheduler may then
+ * share out what they readied). The thread that delivered them. */
+void netpoll_deliver_end(void);
 
 #endif

@@ -184,6 +184,7 @@ static int dispatch(struct poller *p, const struct epoll_event *evs, int n)
             ev |= POLLER_OUT;
         netpoll_deliver(evs[i].data.ptr, ev);
     }
+    netpoll_deliver_end();
     return woken;
 }
 

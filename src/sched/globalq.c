@@ -58,6 +58,19 @@ void weft__global_push(struct weft_fiber *f)
     pthread_mutex_unlock(&weft__rt.gq_lock);
 }
 
+void weft__global_push_list(struct weft_fiber *first, struct weft_fiber *last, size_t n)
+{
+    last->link = NULL;
+    pthread_mutex_lock(&weft__rt.gq_lock);
+    if (weft__rt.gq_singles_tail)
+        weft__rt.gq_singles_tail->link = first;
+    else
+        weft__rt.gq_singles = first;
+    weft__rt.gq_singles_tail = last;
+    count_in(n);
+    pthread_mutex_unlock(&weft__rt.gq_lock);
+}
+
 void weft__global_spill(struct deque *d, struct weft_fiber *f)
 {
     struct gq_chunk *c = weft__malloc(sizeof *c);

@@ -18,9 +18,9 @@
  *      any thread may unblock);
  *   2. its deque: other workers steal from it anyway; the monitor makes
  *      sure one is awake to do so (weft__wakep after a fence);
- *   3. its run-next slot, which nobody steals: the monitor sends the
- *      worker's thread TAKEOVER_SIGNAL, whose handler, running on that
- *      thread, moves the fiber to the deque, unless the signal arrived
+ *   3. its run-next slot and its I/O queue, which nobody steals: the
+ *      monitor sends the worker's thread TAKEOVER_SIGNAL, whose handler,
+ *      running on that thread, moves those fibers to the deque, unless the signal arrived
  *      while the worker was inside the scheduler's own runnext or deque
  *      code (w->in_rt, see sched.c), in which case the next tick tries
  *      again. The owner's accesses stay plain moves; the handler excludes
@@ -106,6 +106,17 @@ static void takeover_handler(int sig)
         struct weft_fiber *f = atomic_load_explicit(&w->runnext, memory_order_relaxed);
         if (f && deque_push(&w->dq, f) == 0)
             atomic_store_explicit(&w->runnext, NULL, memory_order_relaxed);
+        /* Its I/O queue, oldest first, as far as the deque has room. */
+        unsigned moved = 0;
+        while ((f = w->ioq_head) && deque_push(&w->dq, f) == 0) {
+            w->ioq_head = f->link;
+            moved++;
+        }
+        if (!w->ioq_head)
+            w->ioq_tail = NULL;
+        atomic_store_explicit(&w->ioq_n,
+                              atomic_load_explicit(&w->ioq_n, memory_order_relaxed) - moved,
+                              memory_order_relaxed);
     }
     errno = saved;
 }
@@ -163,11 +174,12 @@ static void take_over(struct worker *w, struct watch *s)
     poller_poll(w->poller);
     /* 3. Its run-next fiber, through its own thread. Relaxed: a hint;
      * the handler re-reads it on the owner's thread. */
-    if (mon.sig_installed && !s->signalled &&
-        atomic_load_explicit(&w->runnext, memory_order_relaxed)) {
+    int owned = atomic_load_explicit(&w->runnext, memory_order_relaxed) ||
+                atomic_load_explicit(&w->ioq_n, memory_order_relaxed);
+    if (mon.sig_installed && !s->signalled && owned) {
         if (pthread_kill(w->thread, TAKEOVER_SIGNAL) == 0)
             s->signalled = 1;
-    } else if (s->signalled && atomic_load_explicit(&w->runnext, memory_order_relaxed)) {
+    } else if (s->signalled && owned) {
         s->signalled = 0; /* the handler found it busy: ask again next tick */
     }
     /* 2. Its deque, and what the two steps above queued: make sure a

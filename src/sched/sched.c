@@ -258,6 +258,19 @@ static void put_runnext(struct worker *w, struct weft_fiber *f)
         published_to_deque();
 }
 
+/* Take f, the head of w's I/O queue, off it. Owner worker, inside
+ * rt_enter (the takeover handler moves the queue too). */
+static inline void ioq_unlink_head(struct worker *w, struct weft_fiber *f)
+{
+    w->ioq_head = f->link;
+    if (!w->ioq_head)
+        w->ioq_tail = NULL;
+    /* Relaxed: a hint for the monitor; the list itself is owner-only. */
+    atomic_store_explicit(&w->ioq_n,
+                          atomic_load_explicit(&w->ioq_n, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+}
+
 /* Owner worker. */
 static struct weft_fiber *take_oldest(struct worker *w)
 {
@@ -360,6 +373,10 @@ struct weft_fiber *pick_local(struct worker *w, int yielding)
         return f;
     }
     w->runnext_streak = 0;
+    if ((f = w->ioq_head)) {
+        ioq_unlink_head(w, f);
+        return f;
+    }
     if ((f = deque_pop(&w->dq))) {
         /* The next one's control block is probably cold (a burst of
          * spawns outgrows the cache): start loading it now. */
@@ -564,6 +581,54 @@ void weft__ready_local(struct worker *w, struct weft_fiber *f)
         push_remote(w, f);
     else
         put_runnext(w, f);
+}
+
+void weft__ready_io(struct weft_fiber *f)
+{
+    struct worker *w = weft__worker_self();
+    if (!w || weft__rt.migrate) {
+        weft__ready(f);
+        return;
+    }
+    weft__fstate_set(f, FS_RUNNABLE, weft__clock_ms(w));
+    f->link = NULL;
+    int outer = rt_enter(w);
+    if (w->ioq_tail)
+        w->ioq_tail->link = f;
+    else
+        w->ioq_head = f;
+    w->ioq_tail = f;
+    /* Relaxed: see ioq_unlink_head. */
+    atomic_store_explicit(&w->ioq_n,
+                          atomic_load_explicit(&w->ioq_n, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    rt_leave(w, outer);
+}
+
+void weft__ready_io_end(void)
+{
+    struct worker *w = weft__worker_self();
+    /* Relaxed: nparked is a hint here. A worker that parks just after we
+     * look finds nothing of this batch, which its own worker runs. */
+    if (!w || weft__rt.nworkers < 2 ||
+        !atomic_load_explicit(&weft__rt.nparked, memory_order_relaxed))
+        return;
+    unsigned n = atomic_load_explicit(&w->ioq_n, memory_order_relaxed);
+    if (n < 2)
+        return;
+    /* Keep the older half (it runs here next), hand over the rest. */
+    int outer = rt_enter(w);
+    struct weft_fiber *last = w->ioq_head;
+    for (unsigned i = 1; i < n - n / 2; i++)
+        last = last->link;
+    struct weft_fiber *first = last->link, *tail = w->ioq_tail;
+    last->link = NULL;
+    w->ioq_tail = last;
+    /* Relaxed: see ioq_unlink_head. */
+    atomic_store_explicit(&w->ioq_n, n - n / 2, memory_order_relaxed);
+    rt_leave(w, outer);
+    weft__global_push_list(first, tail, n / 2);
+    weft__wakep(); /* the push published with a seq_cst add */
 }
 
 void weft__ready_on(struct worker *v, struct weft_fiber *f)

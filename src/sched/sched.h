@@ -182,6 +182,11 @@ struct worker {
      * takeover signal handler on the owner's own thread (monitor.c):
      * relaxed atomics, which cost plain moves. */
     _Atomic(struct weft_fiber *) runnext; /* stolen only by takeover   */
+    /* Fibers the netpoller readied here, oldest first (through `link`):
+     * run in the order their I/O became ready. ioq_n is read by the
+     * monitor as a hint. */
+    struct weft_fiber *ioq_head, *ioq_tail;
+    _Atomic unsigned   ioq_n;
     /* 1 while the owner is in code that touches runnext or its deque's
      * owner side (the takeover handler then leaves them alone). Same
      * thread only: relaxed, ordered by signal fences. */
@@ -338,6 +343,15 @@ int64_t weft__now(void);
 void weft__ready(struct weft_fiber *f);
 /* weft__ready for a caller that knows it is worker w. Owner worker w. */
 void weft__ready_local(struct worker *w, struct weft_fiber *f);
+/* weft__ready for a fiber whose I/O became ready: on a worker, to the
+ * tail of its I/O queue, which runs first in, first out (a connection
+ * that became ready earlier is served earlier); elsewhere weft__ready.
+ * Then, once per batch of events, weft__ready_io_end. Any thread. */
+void weft__ready_io(struct weft_fiber *f);
+/* A batch of weft__ready_io calls is over: if other workers are parked,
+ * hand them the newer half of this worker's I/O queue (global queue, one
+ * wake-up). Any thread (a no-op off-worker). */
+void weft__ready_io_end(void);
 /* Make f runnable on worker v in particular (its inbox, or its run-next
  * slot when the caller is v): for a fiber that must disarm a timer in v's
  * heap. f as for weft__ready. Any thread. */
@@ -372,6 +386,9 @@ void weft__worker_bind(struct worker *w);
 /* Append one fiber. Never fails (no allocation). Callers wake a worker
  * (weft__wakep) as their situation requires. Any thread. */
 void weft__global_push(struct weft_fiber *f);
+/* Append the n fibers first..last, linked through `link`, in that order.
+ * Never fails. As weft__global_push. Any thread. */
+void weft__global_push_list(struct weft_fiber *first, struct weft_fiber *last, size_t n);
 /* The owner's deque d is full: move its oldest half and f to the global
  * queue as one chunk (or f alone if no chunk can be allocated). Owner of d. */
 void weft__global_spill(struct deque *d, struct weft_fiber *f);

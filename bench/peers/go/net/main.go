@@ -40,15 +40,20 @@ func usage() {
 	os.Exit(2)
 }
 
-// echoConn copies everything c sends back to it, then closes it.
+// echoConn copies everything c sends back to it, then closes it. As
+// weft's examples/echo_server.c: reads go into a 2 KiB buffer until one
+// fills it, then into a 16 KiB one.
 func echoConn(c net.Conn) {
 	defer c.Close()
-	buf := make([]byte, 16384)
+	buf := make([]byte, 2048)
 	for {
 		n, err := c.Read(buf)
 		if n > 0 {
 			if _, werr := c.Write(buf[:n]); werr != nil {
 				return
+			}
+			if n == len(buf) && len(buf) < 16384 {
+				buf = make([]byte, 16384)
 			}
 		}
 		if err != nil { // io.EOF when the peer closes
