@@ -835,6 +835,63 @@ START_TEST(plain_thread_calls)
 }
 END_TEST
 
+/* ---- fibers woken by I/O run in the order their I/O became ready ------ */
+
+#define FIFO_N 24
+
+struct fifo_state {
+    int         pipes[FIFO_N][2];
+    _Atomic int next;          /* position in the run order */
+    int         ran_at[FIFO_N];
+};
+
+static struct fifo_state fifo;
+
+static void *fifo_reader(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    char c;
+    EXPECT(weft_read(fifo.pipes[i][0], &c, 1) == 1);
+    fifo.ran_at[i] = atomic_fetch_add(&fifo.next, 1);
+    return NULL;
+}
+
+static void fifo_main(void *arg)
+{
+    (void)arg;
+    weft_fiber *f[FIFO_N];
+    for (int i = 0; i < FIFO_N; i++) {
+        EXPECT(pipe(fifo.pipes[i]) == 0);
+        f[i] = weft_spawn(fifo_reader, (void *)(intptr_t)i);
+    }
+    for (int i = 0; i < FIFO_N; i++)
+        wait_parked(fifo.pipes[i][0], NP_READ);
+    /* Every reader is parked in the poller: make them ready in a
+     * scrambled order, all before this worker polls again. */
+    int order[FIFO_N];
+    for (int i = 0; i < FIFO_N; i++)
+        order[i] = (i * 7) % FIFO_N; /* 7 is prime to 24: a permutation */
+    for (int i = 0; i < FIFO_N; i++)
+        EXPECT(write(fifo.pipes[order[i]][1], "x", 1) == 1);
+    for (int i = 0; i < FIFO_N; i++)
+        EXPECT(weft_join(f[i], NULL) == 0);
+    for (int i = 0; i < FIFO_N; i++)
+        EXPECT(fifo.ran_at[order[i]] == i);
+    for (int i = 0; i < FIFO_N; i++) {
+        weft_close(fifo.pipes[i][0]);
+        close(fifo.pipes[i][1]);
+    }
+}
+
+START_TEST(io_wakeups_first_in_first_out)
+{
+    if (getenv("WEFT_DEBUG_MIGRATE") && strcmp(getenv("WEFT_DEBUG_MIGRATE"), "0") != 0)
+        return; /* the debug mode sends every wake-up elsewhere */
+    memset(&fifo, 0, sizeof fifo);
+    run(1, fifo_main, NULL);
+}
+END_TEST
+
 static Suite *io_suite(void)
 {
     Suite *s = suite_create("io");
@@ -854,6 +911,7 @@ static Suite *io_suite(void)
     tcase_add_test(tc, busy_worker_polls);
     tcase_add_test(tc, errors_and_files);
     tcase_add_test(tc, plain_thread_calls);
+    tcase_add_test(tc, io_wakeups_first_in_first_out);
     suite_add_tcase(s, tc);
     return s;
 }
