@@ -1,9 +1,11 @@
 /*
  * Channels and weft_select: buffered and unbuffered semantics, MPMC with
  * exact sums and per-sender order, close with waiters on both sides,
- * timeouts, select fairness and readiness rules, plain threads on either
- * end, and every error case. Sizes scale with WEFT_TEST_SCALE; the suite
- * must pass with WEFT_DEBUG_MIGRATE=1.
+ * timeouts, every element-size class of the copy with every send and
+ * receive variant, stale select waiters at a queue's head, select
+ * fairness and readiness rules, plain threads on either end, and every
+ * error case. Sizes scale with WEFT_TEST_SCALE; the suite must pass
+ * with WEFT_DEBUG_MIGRATE=1.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -497,6 +499,377 @@ START_TEST(select_both_sides)
 }
 END_TEST
 
+/* ---- single operations ---------------------------------------------------- */
+
+/* Element sizes around the fixed-size copies (1, 2, 4, 8, 16), odd ones
+ * and a large one, each through an unbuffered and a small buffered
+ * channel, with every variant of send and receive on both ends. The
+ * receive buffer has guard bytes on both sides: a copy of the wrong size
+ * shows. */
+static const size_t elem_sizes[] = { 1, 2, 3, 4, 8, 16, 100 };
+#define ELEM_MAX   100
+#define ELEM_GUARD 16
+
+struct sized_pipe {
+    weft_chan *ch;
+    size_t     size;
+    long       n;
+};
+
+static unsigned char pattern(long i, size_t k)
+{
+    return (unsigned char)(i * 31 + (long)k * 7 + 1);
+}
+
+/* The i-th send: plain, timed (no real limit), timed with a negative
+ * timeout, or try until it goes through. */
+static int send_variant(weft_chan *ch, const void *v, long i)
+{
+    switch (i % 4) {
+    case 0:
+        return weft_chan_send(ch, v);
+    case 1:
+        return weft_chan_send_timeout(ch, v, 10000000000ll);
+    case 2:
+        return weft_chan_send_timeout(ch, v, -1);
+    default: {
+        int rc;
+        while ((rc = weft_chan_try_send(ch, v)) == -EAGAIN)
+            weft_yield();
+        return rc;
+    }
+    }
+}
+
+/* The i-th receive: a try only where the i-th send blocks (two tries on
+ * an unbuffered channel never meet). */
+static int recv_variant(weft_chan *ch, void *v, long i)
+{
+    switch (i % 4) {
+    case 0: {
+        int rc;
+        while ((rc = weft_chan_try_recv(ch, v)) == -EAGAIN)
+            weft_yield();
+        return rc;
+    }
+    case 2:
+        return weft_chan_recv_timeout(ch, v, 10000000000ll);
+    default:
+        return weft_chan_recv(ch, v);
+    }
+}
+
+static void *sized_sender(void *arg)
+{
+    struct sized_pipe *sp = arg;
+    unsigned char v[ELEM_MAX];
+    for (long i = 0; i < sp->n; i++) {
+        for (size_t k = 0; k < sp->size; k++)
+            v[k] = pattern(i, k);
+        EXPECT(send_variant(sp->ch, v, i) == 0);
+    }
+    return NULL;
+}
+
+static void elem_sizes_main(void *arg)
+{
+    (void)arg;
+    for (size_t s = 0; s < sizeof elem_sizes / sizeof *elem_sizes; s++) {
+        for (size_t cap = 0; cap <= 3; cap += 3) {
+            struct sized_pipe sp = { weft_chan_new(elem_sizes[s], cap), elem_sizes[s],
+                                     sized(300) };
+            weft_fiber *f = spawn(sized_sender, &sp);
+            unsigned char buf[ELEM_GUARD + ELEM_MAX + ELEM_GUARD];
+            for (long i = 0; i < sp.n; i++) {
+                memset(buf, 0xa5, sizeof buf);
+                EXPECT(recv_variant(sp.ch, buf + ELEM_GUARD, i) == 0);
+                for (size_t k = 0; k < sizeof buf; k++) {
+                    int in = k >= ELEM_GUARD && k < ELEM_GUARD + sp.size;
+                    EXPECT(buf[k] == (in ? pattern(i, k - ELEM_GUARD) : 0xa5));
+                }
+                if (i % 7 == 0) /* let the ring fill, so senders queue on it */
+                    weft_yield();
+            }
+            weft_join(f, NULL);
+            unsigned char x;
+            EXPECT(weft_chan_try_recv(sp.ch, &x) == -EAGAIN);
+            weft_chan_free(sp.ch);
+        }
+    }
+}
+
+START_TEST(elem_sizes_all_variants)
+{
+    run(2, elem_sizes_main, NULL);
+}
+END_TEST
+
+/* One long through ch, by a fiber: sent, or received and checked. */
+struct long_msg {
+    weft_chan *ch;
+    long       v;
+};
+
+static void *send_long(void *arg)
+{
+    struct long_msg *m = arg;
+    EXPECT(weft_chan_send(m->ch, &m->v) == 0);
+    return NULL;
+}
+
+static void *recv_long(void *arg)
+{
+    struct long_msg *m = arg;
+    long v = 0;
+    EXPECT(weft_chan_recv(m->ch, &v) == 0);
+    EXPECT(v == m->v);
+    return NULL;
+}
+
+/* Try variants against a peer that is (or will be) blocked on the other
+ * side: they complete the rendezvous, on both kinds of channel. */
+static void try_main(void *arg)
+{
+    (void)arg;
+    for (size_t cap = 0; cap <= 2; cap += 2) {
+        weft_chan *ch = weft_chan_new(sizeof(long), cap);
+        long v = 11, got = 0;
+        /* A blocked receiver takes a try_send's value. */
+        struct long_msg m = { ch, 11 };
+        weft_fiber *f = spawn(recv_long, &m);
+        int rc;
+        while ((rc = weft_chan_try_send(ch, &v)) == -EAGAIN)
+            weft_yield();
+        EXPECT(rc == 0);
+        weft_join(f, NULL);
+        /* A blocked sender hands its value to try_recv. */
+        f = spawn(send_long, &m);
+        while ((rc = weft_chan_try_recv(ch, &got)) == -EAGAIN)
+            weft_yield();
+        EXPECT(rc == 0 && got == 11);
+        weft_join(f, NULL);
+        /* Nobody there: try fails both ways, or fills the ring. */
+        EXPECT(weft_chan_try_recv(ch, &got) == -EAGAIN);
+        for (size_t i = 0; i < cap; i++)
+            EXPECT(weft_chan_try_send(ch, &v) == 0);
+        EXPECT(weft_chan_try_send(ch, &v) == -EAGAIN);
+        EXPECT(weft_chan_len(ch) == cap);
+        /* Closed: -EPIPE for sends; receives drain, then -EPIPE. */
+        weft_chan_close(ch);
+        EXPECT(weft_chan_try_send(ch, &v) == -EPIPE);
+        for (size_t i = 0; i < cap; i++)
+            EXPECT(weft_chan_try_recv(ch, &got) == 0 && got == 11);
+        EXPECT(weft_chan_try_recv(ch, &got) == -EPIPE);
+        weft_chan_free(ch);
+    }
+}
+
+START_TEST(try_against_blocked_peers)
+{
+    run(2, try_main, NULL);
+}
+END_TEST
+
+/* Timed single operations: the limit holds, a timed-out value is never
+ * delivered, and no stale waiter is left behind. */
+static void *recv_after_yields(void *arg)
+{
+    for (int i = 0; i < 10; i++)
+        weft_yield();
+    long v = 0;
+    EXPECT(weft_chan_recv_timeout(arg, &v, 10000000000ll) == 0);
+    EXPECT(v == 21);
+    return NULL;
+}
+
+static void single_timeout_main(void *arg)
+{
+    (void)arg;
+    long v = 5, got = 0;
+    /* Unbuffered, nobody there. */
+    weft_chan *u = weft_chan_new(sizeof(long), 0);
+    uint64_t t0 = weft_now();
+    EXPECT(weft_chan_send_timeout(u, &v, 2000000) == -ETIMEDOUT);
+    EXPECT(weft_now() - t0 >= 2000000);
+    EXPECT(weft_chan_try_recv(u, &got) == -EAGAIN); /* the sender is gone */
+    t0 = weft_now();
+    EXPECT(weft_chan_recv_timeout(u, &got, 2000000) == -ETIMEDOUT);
+    EXPECT(weft_now() - t0 >= 2000000);
+    EXPECT(weft_chan_try_send(u, &v) == -EAGAIN); /* the receiver is gone */
+    /* A timed send completed by a receiver long before its deadline. */
+    weft_fiber *f = spawn(recv_after_yields, u);
+    v = 21;
+    EXPECT(weft_chan_send_timeout(u, &v, 10000000000ll) == 0);
+    weft_join(f, NULL);
+    weft_chan_free(u);
+
+    /* Buffered: full for sends, empty for receives. */
+    weft_chan *b = weft_chan_new(sizeof(long), 2);
+    for (long i = 1; i <= 2; i++)
+        EXPECT(weft_chan_send_timeout(b, &i, 0) == 0);
+    v = 99;
+    EXPECT(weft_chan_send_timeout(b, &v, 0) == -ETIMEDOUT);
+    t0 = weft_now();
+    EXPECT(weft_chan_send_timeout(b, &v, 2000000) == -ETIMEDOUT);
+    EXPECT(weft_now() - t0 >= 2000000);
+    EXPECT(weft_chan_len(b) == 2);
+    for (long i = 1; i <= 2; i++)
+        EXPECT(weft_chan_recv_timeout(b, &got, 0) == 0 && got == i); /* 99 never */
+    EXPECT(weft_chan_recv_timeout(b, &got, 0) == -ETIMEDOUT);
+    t0 = weft_now();
+    EXPECT(weft_chan_recv_timeout(b, &got, 2000000) == -ETIMEDOUT);
+    EXPECT(weft_now() - t0 >= 2000000);
+    EXPECT(weft_chan_try_recv(b, &got) == -EAGAIN);
+    weft_chan_close(b);
+    EXPECT(weft_chan_send_timeout(b, &v, 1000000) == -EPIPE);
+    EXPECT(weft_chan_recv_timeout(b, &got, 1000000) == -EPIPE);
+    weft_chan_free(b);
+}
+
+START_TEST(single_op_timeouts)
+{
+    run(2, single_timeout_main, NULL);
+}
+END_TEST
+
+/* Close while single operations wait, timed and untimed, on both kinds of
+ * channel. On one worker a spawned fiber runs until it blocks before the
+ * yield returns; the results hold whenever the close lands. */
+struct blocked_op {
+    weft_chan *ch;
+    int        op;
+    int64_t    timeout;
+    int        rc;
+};
+
+static void *blocked_op_run(void *arg)
+{
+    struct blocked_op *b = arg;
+    long v = 77;
+    b->rc = b->op == WEFT_SEND ? weft_chan_send_timeout(b->ch, &v, b->timeout)
+                               : weft_chan_recv_timeout(b->ch, &v, b->timeout);
+    return NULL;
+}
+
+static void close_single_main(void *arg)
+{
+    (void)arg;
+    for (int timed = 0; timed < 2; timed++) {
+        int64_t timeout = timed ? 10000000000ll : -1;
+        weft_chan *ch[4] = { weft_chan_new(sizeof(long), 0), weft_chan_new(sizeof(long), 0),
+                             weft_chan_new(sizeof(long), 1), weft_chan_new(sizeof(long), 1) };
+        long one = 1;
+        EXPECT(weft_chan_send(ch[3], &one) == 0);
+        struct blocked_op ops[4] = { { ch[0], WEFT_SEND, timeout, 1 },
+                                     { ch[1], WEFT_RECV, timeout, 1 },
+                                     { ch[2], WEFT_RECV, timeout, 1 },   /* empty */
+                                     { ch[3], WEFT_SEND, timeout, 1 } }; /* full */
+        weft_fiber *f[4];
+        for (int i = 0; i < 4; i++) {
+            f[i] = spawn(blocked_op_run, &ops[i]);
+            weft_yield();
+        }
+        for (int i = 0; i < 4; i++)
+            weft_chan_close(ch[i]);
+        for (int i = 0; i < 4; i++) {
+            weft_join(f[i], NULL);
+            EXPECT(ops[i].rc == -EPIPE);
+        }
+        long v = 0;
+        EXPECT(weft_chan_recv(ch[3], &v) == 0 && v == 1); /* 77 was not delivered */
+        for (int i = 0; i < 4; i++) {
+            EXPECT(weft_chan_recv(ch[i], &v) == -EPIPE);
+            weft_chan_free(ch[i]);
+        }
+    }
+}
+
+START_TEST(close_single_ops)
+{
+    run(1, close_single_main, NULL);
+}
+END_TEST
+
+/* A queue whose head is a select case that already won elsewhere: single
+ * operations skip it and reach the live waiter behind it (or find
+ * nobody), and the select keeps the value it won. */
+struct stale {
+    weft_chan *a, *b;
+    long       got_a, got_b;
+    int        index;
+};
+
+static void *stale_select(void *arg)
+{
+    struct stale *s = arg;
+    weft_select_case cs[2] = { { s->a, WEFT_RECV, &s->got_a, 0 },
+                               { s->b, WEFT_RECV, &s->got_b, 0 } };
+    s->index = weft_select(cs, 2, -1);
+    EXPECT(s->index < 0 || cs[s->index].result == 0);
+    return NULL;
+}
+
+static void stale_main(void *arg)
+{
+    (void)arg;
+    struct stale s = { weft_chan_new(sizeof(long), 0), weft_chan_new(sizeof(long), 0),
+                       0, 0, -1 };
+    weft_fiber *fs = spawn(stale_select, &s);
+    weft_yield(); /* the select queues on a and b */
+    struct long_msg m = { s.b, 32 };
+    weft_fiber *fr = spawn(recv_long, &m);
+    weft_yield(); /* the receiver queues on b, behind the select */
+    long v = 31;
+    EXPECT(weft_chan_send(s.a, &v) == 0); /* the select wins on a */
+    v = 32;
+    EXPECT(weft_chan_send(s.b, &v) == 0); /* to the receiver, not the select */
+    EXPECT(weft_chan_try_send(s.b, &v) == -EAGAIN);
+    weft_join(fs, NULL);
+    weft_join(fr, NULL);
+    EXPECT(s.index == 0 && s.got_a == 31 && s.got_b == 0);
+    weft_chan_free(s.a);
+    weft_chan_free(s.b);
+}
+
+START_TEST(stale_select_waiters)
+{
+    run(1, stale_main, NULL);
+}
+END_TEST
+
+/* A select with one live case runs as a single operation: the index is
+ * that case's, and timeouts and close behave as in any select. */
+static void select_one_main(void *arg)
+{
+    (void)arg;
+    weft_chan *ch = weft_chan_new(sizeof(long), 0);
+    long v = 0;
+    weft_select_case cs[3] = { { NULL, WEFT_SEND, &v, 0 }, { NULL, WEFT_RECV, &v, 0 },
+                               { ch, WEFT_RECV, &v, 5 } };
+    EXPECT(weft_select(cs, 3, 0) == -ETIMEDOUT);
+    uint64_t t0 = weft_now();
+    EXPECT(weft_select(cs, 3, 2000000) == -ETIMEDOUT);
+    EXPECT(weft_now() - t0 >= 2000000);
+    EXPECT(cs[2].result == 5); /* untouched on a timeout */
+    struct long_msg m = { ch, 7 };
+    weft_fiber *f = spawn(send_long, &m);
+    EXPECT(weft_select(cs, 3, -1) == 2);
+    EXPECT(cs[2].result == 0 && v == 7);
+    weft_join(f, NULL);
+    cs[2].op = 3;
+    EXPECT(weft_select(cs, 3, 0) == -EINVAL);
+    cs[2].op = WEFT_SEND;
+    weft_chan_close(ch);
+    EXPECT(weft_select(cs, 3, -1) == 2 && cs[2].result == -EPIPE);
+    weft_chan_free(ch);
+}
+
+START_TEST(select_one_live_case)
+{
+    run(2, select_one_main, NULL);
+}
+END_TEST
+
 /* ---- plain threads ------------------------------------------------------ */
 
 struct thread_ends {
@@ -569,6 +942,56 @@ START_TEST(two_plain_threads)
 }
 END_TEST
 
+/* A plain thread in timed and untimed single operations, completed by a
+ * fiber or by a close: the thread's futex wait and its wake-up. */
+struct thread_timed {
+    weft_chan *data, *closing;
+    long       n;
+    int        closed_rc;
+};
+
+static void *thread_timed_end(void *arg)
+{
+    struct thread_timed *t = arg;
+    for (long i = 0; i < t->n; i++) {
+        long v = -1;
+        EXPECT(weft_chan_recv_timeout(t->data, &v, 10000000000ll) == 0);
+        EXPECT(v == i);
+        EXPECT(weft_chan_send_timeout(t->data, &v, 10000000000ll) == 0);
+    }
+    long v;
+    t->closed_rc = weft_chan_recv(t->closing, &v);
+    return NULL;
+}
+
+static void thread_timed_main(void *arg)
+{
+    struct thread_timed *t = arg;
+    for (long i = 0; i < t->n; i++) {
+        long v = i;
+        EXPECT(weft_chan_send(t->data, &v) == 0);
+        v = -1;
+        EXPECT(weft_chan_recv(t->data, &v) == 0);
+        EXPECT(v == i);
+    }
+    weft_chan_close(t->closing);
+}
+
+START_TEST(plain_thread_single_ops)
+{
+    struct thread_timed t = { weft_chan_new(sizeof(long), 0), weft_chan_new(sizeof(long), 0),
+                              sized(2000), 1 };
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, thread_timed_end, &t), 0);
+    run(2, thread_timed_main, &t);
+    pthread_join(th, NULL);
+    CHECK_EXPECTATIONS();
+    ck_assert_int_eq(t.closed_rc, -EPIPE);
+    weft_chan_free(t.data);
+    weft_chan_free(t.closing);
+}
+END_TEST
+
 static Suite *chan_suite(void)
 {
     Suite *s = suite_create("chan");
@@ -580,6 +1003,13 @@ static Suite *chan_suite(void)
     tcase_add_test(tc, mpmc_unbuffered);
     tcase_add_test(tc, close_wakes_waiters);
     tcase_add_test(tc, timeouts);
+    tc = tcase(s, "single");
+    tcase_add_test(tc, elem_sizes_all_variants);
+    tcase_add_test(tc, try_against_blocked_peers);
+    tcase_add_test(tc, single_op_timeouts);
+    tcase_add_test(tc, close_single_ops);
+    tcase_add_test(tc, stale_select_waiters);
+    tcase_add_test(tc, select_one_live_case);
     tc = tcase(s, "select");
     tcase_add_test(tc, select_fair);
     tcase_add_test(tc, select_rules);
@@ -587,6 +1017,7 @@ static Suite *chan_suite(void)
     tc = tcase(s, "threads");
     tcase_add_test(tc, plain_thread_ends);
     tcase_add_test(tc, two_plain_threads);
+    tcase_add_test(tc, plain_thread_single_ops);
     return s;
 }
 

@@ -1,6 +1,8 @@
 /*
- * Wait queues, parkers and the futex helpers (see waitq.h for the state
- * machine). Also the thread-side wait that weft_join uses (fiber.c).
+ * Wait queues' out-of-line half: the spinlock's contended path, waking
+ * and blocking parkers, and the futex helpers (see waitq.h for the state
+ * machine; the queue operations themselves are inline there). Also the
+ * thread-side wait that weft_join uses (fiber.c).
  */
 #include "sched/waitq.h"
 
@@ -18,12 +20,9 @@ _Static_assert(sizeof(struct weft__waitq) == sizeof(struct weft_private_waitq) &
 
 #define SPIN_TRIES 64
 
-void weft__spin_lock(_Atomic unsigned *l)
+void weft__spin_lock_slow(_Atomic unsigned *l)
 {
     for (unsigned n = 0;; n++) {
-        /* Acquire: pairs with the release store in weft__spin_unlock. */
-        if (!atomic_exchange_explicit(l, 1, memory_order_acquire))
-            return;
         /* Relaxed: spin on a read until the word looks free. */
         while (atomic_load_explicit(l, memory_order_relaxed)) {
             if (++n < SPIN_TRIES)
@@ -31,6 +30,9 @@ void weft__spin_lock(_Atomic unsigned *l)
             else
                 sched_yield(); /* the holder was preempted */
         }
+        /* Acquire: pairs with the release store in weft__spin_unlock. */
+        if (!atomic_exchange_explicit(l, 1, memory_order_acquire))
+            return;
     }
 }
 
@@ -66,76 +68,6 @@ int64_t weft__deadline(int64_t timeout_ns)
         return -1;
     int64_t now = weft__now();
     return timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
-}
-
-void weft__parker_init(struct weft__parker *p, int64_t deadline)
-{
-    atomic_init(&p->state, PARK_WAITING);
-    p->winner = -1;
-    struct worker *w = weft__worker_self();
-    p->fiber = w ? w->current : NULL;
-    p->tworker = NULL;
-    p->deadline = deadline;
-}
-
-void weft__waitq_push(struct weft__waitq *q, struct weft__waiter *w,
-                      struct weft__parker *p, int front)
-{
-    w->p = p;
-    w->q = q;
-    if (front) {
-        w->prev = NULL;
-        w->next = q->head;
-        if (q->head)
-            q->head->prev = w;
-        else
-            q->tail = w;
-        q->head = w;
-    } else {
-        w->next = NULL;
-        w->prev = q->tail;
-        if (q->tail)
-            q->tail->next = w;
-        else
-            q->head = w;
-        q->tail = w;
-    }
-}
-
-void weft__waitq_remove(struct weft__waitq *q, struct weft__waiter *w)
-{
-    if (w->q != q)
-        return;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        q->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        q->tail = w->prev;
-    w->q = NULL;
-    w->next = w->prev = NULL;
-}
-
-struct weft__waiter *weft__waitq_claim(struct weft__waitq *q)
-{
-    struct weft__waiter *w;
-    while ((w = q->head) != NULL) {
-        weft__waitq_remove(q, w);
-        uint32_t expect = PARK_WAITING;
-        /* Acquire: orders our reads of the parker after its owner's
-         * writes (its init, published to us by the queue lock too).
-         * Relaxed on failure: a decided parker is just dropped; its owner
-         * unlinks nothing twice (remove checks w->q under the lock). */
-        if (atomic_compare_exchange_strong_explicit(&w->p->state, &expect, PARK_CLAIMED,
-                                                    memory_order_acquire,
-                                                    memory_order_relaxed)) {
-            w->p->winner = w->index;
-            return w;
-        }
-    }
-    return NULL;
 }
 
 void weft__waiter_cancel(_Atomic unsigned *l, struct weft__waitq *q, struct weft__waiter *w)
@@ -255,8 +187,8 @@ static int fiber_block(struct weft__parker *p, void (*release)(void *), void *ar
     return 0;
 }
 
-/* The calling plain thread. */
-static int thread_block(struct weft__parker *p, void (*release)(void *), void *arg)
+/* The calling plain thread. Kept out of line: the fiber path stays lean. */
+static __attribute__((noinline)) int thread_block(struct weft__parker *p, void (*release)(void *), void *arg)
 {
     release(arg);
     int64_t deadline = p->deadline;
@@ -282,4 +214,30 @@ static int thread_block(struct weft__parker *p, void (*release)(void *), void *a
 int weft__parker_block(struct weft__parker *p, void (*release)(void *), void *arg)
 {
     return p->fiber ? fiber_block(p, release, arg) : thread_block(p, release, arg);
+}
+
+/* weft__parker_block_unlock's release in the general case. */
+static void spin_release(void *lock)
+{
+    weft__spin_unlock(lock);
+}
+
+/* Park commit of a fiber without a deadline: publish it by dropping the
+ * lock its waiter is queued under. The worker the fiber left. */
+static int unlock_commit(struct weft_fiber *self, void *lock)
+{
+    (void)self;
+    weft__spin_unlock(lock);
+    return 1;
+}
+
+int weft__parker_block_unlock(struct weft__parker *p, _Atomic unsigned *lock)
+{
+    if (p->fiber && p->deadline < 0) {
+        weft__park(unlock_commit, (void *)lock);
+        /* Only a claim readies a fiber that has no deadline: nothing
+         * for fiber_block's checks to find. */
+        return 0;
+    }
+    return weft__parker_block(p, spin_release, (void *)lock);
 }
