@@ -201,16 +201,12 @@
 #define TIMER_BATCH    32
 #define STACK_RETRY_NS 1000000   /* retry a fiber that got no stack after 1 ms */
 
-static __thread struct worker *tls_worker __attribute__((tls_model("initial-exec")));
-
-__attribute__((noinline)) struct worker *weft__worker_self(void)
-{
-    return tls_worker;
-}
+__thread struct worker *weft__tls_worker
+    __attribute__((tls_model("initial-exec"), visibility("hidden")));
 
 void weft__worker_bind(struct worker *w)
 {
-    tls_worker = w;
+    weft__tls_worker = w;
 }
 
 /* ---- local queues ------------------------------------------------------------ */

@@ -13,6 +13,7 @@
 
 #include "weft_internal.h"
 #include "ctx/ctx.h"
+#include "ctx/arch/x86_64_tls.h"
 #include "io/poller.h"
 #include "sched/deque.h"
 #include "sched/timer.h"
@@ -262,11 +263,20 @@ static inline uint32_t weft__clock_ms(struct worker *w)
     return w ? atomic_load_explicit(&w->clock_ms, memory_order_relaxed) : weft__now_ms();
 }
 
-/* The worker the calling thread is, or NULL on a plain thread. Not
- * inlined, on purpose: after a context switch the caller may be on
- * another thread, and an inlined TLS access could reuse the address
- * computed before the switch. Any thread. */
-struct worker *weft__worker_self(void);
+/* The calling thread's worker (weft__worker_bind). Read only through
+ * weft__worker_self. */
+extern __thread struct worker *weft__tls_worker
+    __attribute__((tls_model("initial-exec"), visibility("hidden")));
+
+/* The worker the calling thread is, or NULL on a plain thread. After a
+ * context switch the caller may be on another thread, so the TLS read
+ * must happen afresh each time (an ordinary inlined TLS access could
+ * reuse the address computed before the switch): see
+ * WEFT__TLS_READ_FRESH. Any thread. */
+static inline __attribute__((always_inline)) struct worker *weft__worker_self(void)
+{
+    return WEFT__TLS_READ_FRESH(weft__tls_worker);
+}
 
 /* ---- the runtime (runtime.c) -------------------------------------------- */
 
