@@ -363,10 +363,10 @@ static void fire_timers(struct worker *w)
     }
 }
 
-/* The next fiber to run from this worker's own sources; NULL if none.
- * Owner worker. */
-static inline __attribute__((always_inline))
-struct weft_fiber *pick_local(struct worker *w, int yielding)
+/* The first steps of a pick, which most picks skip: due timers, the
+ * inbox, the fairness tick. A fiber to run at once, or NULL. Out of line,
+ * so that the common pick stays a few loads. Owner worker. */
+static __attribute__((noinline)) struct weft_fiber *pick_rare(struct worker *w)
 {
     struct weft_fiber *f;
     if (w->timers.n)
@@ -375,7 +375,7 @@ struct weft_fiber *pick_local(struct worker *w, int yielding)
      * re-check (P5) reads it again after a fence. */
     if (atomic_load_explicit(&w->inbox_len, memory_order_relaxed) && (f = drain_inbox(w)))
         return f;
-    if (++w->tick == FAIRNESS_TICK) {
+    if (w->tick >= FAIRNESS_TICK) {
         w->tick = 0;
         /* Relaxed: see struct worker (the registry's coarse clock). */
         atomic_store_explicit(&w->clock_ms, weft__now_ms(), memory_order_relaxed);
@@ -385,6 +385,22 @@ struct weft_fiber *pick_local(struct worker *w, int yielding)
         if ((f = weft__global_take(&w->dq, 1)))
             return f;
     }
+    return NULL;
+}
+
+/* The next fiber to run from this worker's own sources; NULL if none.
+ * Owner worker. */
+static inline __attribute__((always_inline))
+struct weft_fiber *pick_local(struct worker *w, int yielding)
+{
+    struct weft_fiber *f;
+    unsigned tick = ++w->tick;
+    /* Relaxed: as in pick_rare. */
+    if (__builtin_expect(w->timers.n != 0 ||
+                         atomic_load_explicit(&w->inbox_len, memory_order_relaxed) != 0 ||
+                         tick >= FAIRNESS_TICK, 0) &&
+        (f = pick_rare(w)) != NULL)
+        return f;
     if (yielding && (f = take_oldest(w)))
         return f;
     if ((f = runnext_get(w)) && w->runnext_streak < RUNNEXT_BUDGET) {
@@ -458,16 +474,32 @@ static int defer_start(struct worker *w, struct weft_fiber *f)
     return 0;
 }
 
-/* pick_local, with the picked fiber's stack in place. Owner worker. */
-static struct weft_fiber *pick_runnable(struct worker *w, int yielding)
+/* f, just picked, has no stack yet: give it one, or defer it and pick
+ * again. Out of line: the picks that switch to a started fiber (every
+ * wake-up) stay short. Owner worker. */
+static __attribute__((noinline)) struct weft_fiber *pick_start(struct worker *w,
+                                                              struct weft_fiber *f,
+                                                              int yielding)
 {
     for (;;) {
-        struct weft_fiber *f = pick_local(w, yielding);
-        if (!f || f->ctx.stack || start_fiber(f) == 0)
+        if (start_fiber(f) == 0)
             return f;
         if (!defer_start(w, f))
             return NULL;
+        f = pick_local(w, yielding);
+        if (!f || f->ctx.stack)
+            return f;
     }
+}
+
+/* pick_local, with the picked fiber's stack in place. Owner worker. */
+static inline __attribute__((always_inline))
+struct weft_fiber *pick_runnable(struct worker *w, int yielding)
+{
+    struct weft_fiber *f = pick_local(w, yielding);
+    if (__builtin_expect(!f || f->ctx.stack != NULL, 1))
+        return f;
+    return pick_start(w, f, yielding);
 }
 
 /* Yield handoff: back on a run queue. A yield wakes nobody: this worker
