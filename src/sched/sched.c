@@ -777,18 +777,6 @@ int weft__join_inline(struct worker *w, struct weft_fiber *self, struct weft_fib
     return 1;
 }
 
-void weft__wait_reason(unsigned why, uintptr_t obj)
-{
-    struct worker *w = weft__worker_self();
-    struct weft_fiber *self = w ? w->current : NULL;
-    if (!self || !WEFT__REGISTRY)
-        return; /* a plain thread: not in the registry */
-    self->wait_hist = self->wait_hist << 8 | (uint8_t)why;
-    /* Relaxed: registry words, see sched.h. */
-    atomic_store_explicit(&self->wait, (uint8_t)why, memory_order_relaxed);
-    atomic_store_explicit(&self->wait_obj, obj, memory_order_relaxed);
-}
-
 void weft__park(int (*commit)(struct weft_fiber *self, void *arg), void *arg)
 {
     struct worker *w = weft__worker_self();

@@ -126,10 +126,6 @@ static inline void weft__fstate_set(struct weft_fiber *f, unsigned st, uint32_t 
     atomic_store_explicit(&f->since, now_ms, memory_order_relaxed);
 }
 
-/* The caller is about to park on obj for reason `why` (enum
- * weft__wait): record it before weft__park. A no-op on a plain thread.
- * Any thread. */
-void weft__wait_reason(unsigned why, uintptr_t obj);
 
 /* The name of a wait reason ("chan recv", "fd read", ...). */
 const char *weft__wait_name(unsigned why);
@@ -276,6 +272,21 @@ extern __thread struct worker *weft__tls_worker
 static inline __attribute__((always_inline)) struct worker *weft__worker_self(void)
 {
     return WEFT__TLS_READ_FRESH(weft__tls_worker);
+}
+
+/* The caller is about to park on obj for reason `why` (enum
+ * weft__wait): record it before weft__park. A no-op on a plain thread.
+ * Any thread. */
+static inline void weft__wait_reason(unsigned why, uintptr_t obj)
+{
+    struct worker *w = weft__worker_self();
+    struct weft_fiber *self = w ? w->current : NULL;
+    if (!self || !WEFT__REGISTRY)
+        return; /* a plain thread: not in the registry */
+    self->wait_hist = self->wait_hist << 8 | (uint8_t)why;
+    /* Relaxed: registry words, see above. */
+    atomic_store_explicit(&self->wait, (uint8_t)why, memory_order_relaxed);
+    atomic_store_explicit(&self->wait_obj, obj, memory_order_relaxed);
 }
 
 /* ---- the runtime (runtime.c) -------------------------------------------- */
