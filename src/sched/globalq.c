@@ -38,36 +38,28 @@ static void count_in(size_t n)
     atomic_fetch_add_explicit(&weft__rt.gq_len, n, memory_order_seq_cst);
 }
 
-/* Append f (its link already NULL) to the list of single fibers. With
- * gq_lock held. */
-static void singles_append(struct weft_fiber *f)
+/* Append the n fibers first..last (linked, last->link NULL) to the list
+ * of single fibers. With gq_lock held. */
+static void singles_append(struct weft_fiber *first, struct weft_fiber *last, size_t n)
 {
-    if (weft__rt.gq_singles_tail)
-        weft__rt.gq_singles_tail->link = f;
-    else
-        weft__rt.gq_singles = f;
-    weft__rt.gq_singles_tail = f;
-    count_in(1);
-}
-
-void weft__global_push(struct weft_fiber *f)
-{
-    f->link = NULL;
-    pthread_mutex_lock(&weft__rt.gq_lock);
-    singles_append(f);
-    pthread_mutex_unlock(&weft__rt.gq_lock);
-}
-
-void weft__global_push_list(struct weft_fiber *first, struct weft_fiber *last, size_t n)
-{
-    last->link = NULL;
-    pthread_mutex_lock(&weft__rt.gq_lock);
     if (weft__rt.gq_singles_tail)
         weft__rt.gq_singles_tail->link = first;
     else
         weft__rt.gq_singles = first;
     weft__rt.gq_singles_tail = last;
     count_in(n);
+}
+
+void weft__global_push(struct weft_fiber *f)
+{
+    weft__global_push_list(f, f, 1);
+}
+
+void weft__global_push_list(struct weft_fiber *first, struct weft_fiber *last, size_t n)
+{
+    last->link = NULL;
+    pthread_mutex_lock(&weft__rt.gq_lock);
+    singles_append(first, last, n);
     pthread_mutex_unlock(&weft__rt.gq_lock);
 }
 
@@ -155,7 +147,7 @@ int weft__submit_foreign(struct weft_fiber *f)
     /* Relaxed: read under gq_lock by the termination check, or after an
      * acquire that follows this fiber's exit (runtime.c). */
     atomic_fetch_add_explicit(&weft__rt.foreign_spawned, 1, memory_order_relaxed);
-    singles_append(f);
+    singles_append(f, f, 1);
     pthread_mutex_unlock(&weft__rt.gq_lock);
     weft__wakep();
     return 0;

@@ -36,13 +36,9 @@
  * saved sp walks straight into the code that suspended it.
  */
 
-    .text
-    .globl  weft__ctx_jump
-    .hidden weft__ctx_jump
-    .type   weft__ctx_jump, @function
-    .p2align 4
-weft__ctx_jump:
-    .cfi_startproc
+/* Push the frame drawn above (callee-saved registers, then MXCSR and the
+ * x87 control word), with its CFI. */
+.macro SAVE_FRAME
     pushq   %rbp
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rbp, 0
@@ -65,6 +61,41 @@ weft__ctx_jump:
     .cfi_adjust_cfa_offset 8
     stmxcsr (%rsp)
     fnstcw  4(%rsp)
+.endm
+
+/* Pop it again, MXCSR and control word excepted (the caller restores
+ * those, or has no need to). */
+.macro DROP_FRAME
+    leaq    8(%rsp), %rsp
+    .cfi_adjust_cfa_offset -8
+    popq    %r12
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r12
+    popq    %r13
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r13
+    popq    %r14
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r14
+    popq    %r15
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r15
+    popq    %rbx
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore rbx
+    popq    %rbp
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore rbp
+.endm
+
+    .text
+    .globl  weft__ctx_jump
+    .hidden weft__ctx_jump
+    .type   weft__ctx_jump, @function
+    .p2align 4
+weft__ctx_jump:
+    .cfi_startproc
+    SAVE_FRAME
 
     movq    %rsp, (%rdi)
     movq    %rsi, %rsp
@@ -92,26 +123,7 @@ weft__ctx_resume_pc:
     je      2f
     fldcw   4(%rsp)
 2:
-    leaq    8(%rsp), %rsp
-    .cfi_adjust_cfa_offset -8
-    popq    %r12
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore r12
-    popq    %r13
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore r13
-    popq    %r14
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore r14
-    popq    %r15
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore r15
-    popq    %rbx
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore rbx
-    popq    %rbp
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore rbp
+    DROP_FRAME
     movq    %rdx, %rax
     /* A plain ret, on purpose. The return-stack predictor assumes ret
      * goes back to the most recent call on this thread, which holds when
@@ -147,53 +159,13 @@ weft__ctx_resume_pc:
     .p2align 4
 weft__ctx_call:
     .cfi_startproc
-    pushq   %rbp
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset rbp, 0
-    pushq   %rbx
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset rbx, 0
-    pushq   %r15
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r15, 0
-    pushq   %r14
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r14, 0
-    pushq   %r13
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r13, 0
-    pushq   %r12
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r12, 0
-    leaq    -8(%rsp), %rsp
-    .cfi_adjust_cfa_offset 8
-    stmxcsr (%rsp)
-    fnstcw  4(%rsp)
+    SAVE_FRAME
     movq    %rsp, (%rdi)
     movq    %rsi, %rax
     movq    %rdx, %rdi
     /* rsp % 16 == 0 here: entered with 8, then 56 bytes pushed. */
     callq   *%rax
-    leaq    8(%rsp), %rsp
-    .cfi_adjust_cfa_offset -8
-    popq    %r12
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore r12
-    popq    %r13
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore r13
-    popq    %r14
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore r14
-    popq    %r15
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore r15
-    popq    %rbx
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore rbx
-    popq    %rbp
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore rbp
+    DROP_FRAME
     ret
     .cfi_endproc
     .size   weft__ctx_call, .-weft__ctx_call
