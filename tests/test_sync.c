@@ -160,6 +160,101 @@ START_TEST(mutex_waiter_does_not_starve)
 }
 END_TEST
 
+/* Fibers hammering the mutex on every worker, more of them than workers
+ * (so that some are always queued and unlocks have somebody to wake),
+ * with nothing between two critical sections: a late waiter, fiber or
+ * plain thread, still gets the mutex within a bound, and every increment
+ * is counted exactly. The hogs never yield; they switch only when they
+ * park on the mutex, so a waiter woken onto a hog's worker runs only
+ * once that hog parks: unlocks must not wait for it forever (with
+ * WEFT_DEBUG_MIGRATE=1 it sits in an inbox, which nothing else moves). */
+#define HOGS 4
+
+struct hammer {
+    weft_mutex  m;
+    long        count;   /* under m */
+    _Atomic int stop;
+    weft_wg     thread_done;
+};
+
+static struct hammer ham;
+
+static void *hammer_hog(void *arg)
+{
+    (void)arg;
+    long n = 0;
+    while (!atomic_load(&ham.stop)) {
+        weft_mutex_lock(&ham.m);
+        ham.count++;
+        weft_mutex_unlock(&ham.m);
+        n++;
+    }
+    return (void *)(intptr_t)n;
+}
+
+static void *hammer_late(void *arg)
+{
+    (void)arg;
+    weft_mutex_lock(&ham.m);
+    ham.count++;
+    weft_mutex_unlock(&ham.m);
+    return NULL;
+}
+
+static void *hammer_late_thread(void *arg)
+{
+    hammer_late(arg);
+    weft_wg_done(&ham.thread_done);
+    return NULL;
+}
+
+static void hammer_main(void *arg)
+{
+    (void)arg;
+    weft_fiber *hog[HOGS];
+    for (int i = 0; i < HOGS; i++)
+        hog[i] = spawn(hammer_hog, NULL);
+    /* Until the hogs are under way (they have to let us run: each parks
+     * whenever it loses the mutex). */
+    for (long seen = 0; seen < 1000;) {
+        weft_mutex_lock(&ham.m);
+        seen = ham.count;
+        weft_mutex_unlock(&ham.m);
+        weft_yield();
+    }
+    long rounds = sized(20) < 4 ? 4 : sized(20), late = 0;
+    for (long round = 0; round < rounds; round++) {
+        uint64_t t0 = weft_now();
+        if (round % 2 == 0) {
+            weft_join(spawn(hammer_late, NULL), NULL);
+        } else {
+            pthread_t th;
+            weft_wg_add(&ham.thread_done, 1);
+            EXPECT(pthread_create(&th, NULL, hammer_late_thread, NULL) == 0);
+            weft_wg_wait(&ham.thread_done);
+            pthread_join(th, NULL); /* it has finished: returns at once */
+        }
+        late++;
+        EXPECT(weft_now() - t0 < 1000000000ull);
+    }
+    atomic_store(&ham.stop, 1);
+    long total = late;
+    for (int i = 0; i < HOGS; i++) {
+        void *n;
+        EXPECT(weft_join(hog[i], &n) == 0);
+        total += (long)(intptr_t)n;
+    }
+    EXPECT(ham.count == total);
+}
+
+START_TEST(mutex_late_waiter_among_fiber_hogs)
+{
+    weft_mutex_init(&ham.m);
+    weft_wg_init(&ham.thread_done);
+    run(2, hammer_main, NULL);
+}
+END_TEST
+
 static void *unlock_it(void *arg)
 {
     weft_mutex_unlock(arg);
@@ -619,6 +714,7 @@ static Suite *sync_suite(void)
     tcase_add_test(tc, mutex_fibers_and_threads);
     tcase_add_test(tc, mutex_plain_threads_no_runtime);
     tcase_add_test(tc, mutex_waiter_does_not_starve);
+    tcase_add_test(tc, mutex_late_waiter_among_fiber_hogs);
     tcase_add_test(tc, mutex_trylock_busy);
     tc = tcase(s, "cond");
     tcase_add_test(tc, cond_producer_consumers);
