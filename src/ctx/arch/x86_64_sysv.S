@@ -103,26 +103,8 @@ weft__ctx_jump:
     .globl  weft__ctx_resume_pc
     .hidden weft__ctx_resume_pc
 weft__ctx_resume_pc:
-    /* Restore MXCSR and the x87 control word only where they differ from
-     * what this thread has now: ldmxcsr and fldcw are microcoded and cost
-     * more than the switch's other work together, and the two values are
-     * almost always the same on both sides. The check reads the current
-     * values into the red zone below rsp (the kernel skips it when it
-     * delivers a signal). Exact either way: the resumed context gets
-     * precisely the MXCSR (control bits and sticky flags) and control
-     * word it saved. */
-    stmxcsr -8(%rsp)
-    movl    -8(%rsp), %ecx
-    cmpl    (%rsp), %ecx
-    je      1f
     ldmxcsr (%rsp)
-1:
-    fnstcw  -8(%rsp)
-    movzwl  -8(%rsp), %ecx
-    cmpw    4(%rsp), %cx
-    je      2f
     fldcw   4(%rsp)
-2:
     DROP_FRAME
     movq    %rdx, %rax
     /* A plain ret, on purpose. The return-stack predictor assumes ret
