@@ -71,6 +71,15 @@ START_TEST(errors)
     ck_assert_int_eq(weft_select(&bad, 1, 0), -EINVAL);
     ck_assert_int_eq(weft_select(NULL, 1, 0), -EINVAL);
     ck_assert_int_eq(weft_select(NULL, 0, 0), -ETIMEDOUT);
+    /* Nothing to wait for but the timeout (no cases, or only NULL
+     * channels): it waits it out, then -ETIMEDOUT. */
+    uint64_t t0 = weft_now();
+    ck_assert_int_eq(weft_select(NULL, 0, 2000000), -ETIMEDOUT);
+    ck_assert_uint_ge(weft_now() - t0, 2000000);
+    weft_select_case nils[2] = { { NULL, WEFT_RECV, &v, 0 }, { NULL, WEFT_SEND, &v, 0 } };
+    t0 = weft_now();
+    ck_assert_int_eq(weft_select(nils, 2, 2000000), -ETIMEDOUT);
+    ck_assert_uint_ge(weft_now() - t0, 2000000);
     /* An unbuffered channel with nobody on the other side. */
     weft_chan *u = weft_chan_new(sizeof v, 0);
     ck_assert_int_eq(weft_chan_try_send(u, &v), -EAGAIN);
@@ -443,6 +452,16 @@ static void select_main(void *arg)
     weft_select_case twice[2] = { { buf, WEFT_SEND, &v, 0 }, { buf, WEFT_RECV, &x, 0 } };
     EXPECT(weft_select(twice, 2, -1) == 0); /* empty: only the send is ready */
     EXPECT(weft_select(twice, 2, -1) == 1 && x == 5); /* full: only the receive */
+
+    /* In a fiber too: no cases, or only NULL channels, wait out the
+     * timeout on the worker's timer. */
+    t0 = weft_now();
+    EXPECT(weft_select(NULL, 0, 2000000) == -ETIMEDOUT);
+    EXPECT(weft_now() - t0 >= 2000000);
+    weft_select_case nils[2] = { { NULL, WEFT_RECV, &x, 0 }, { NULL, WEFT_SEND, &v, 0 } };
+    t0 = weft_now();
+    EXPECT(weft_select(nils, 2, 2000000) == -ETIMEDOUT);
+    EXPECT(weft_now() - t0 >= 2000000);
 
     weft_chan_free(buf);
     weft_chan_free(a);
