@@ -58,6 +58,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_PROG "echo-load"
+#include "args.h"
+
 #define MAX_SIZE    65536
 #define MAX_WINDOWS 100
 #define MAX_EVENTS  256
@@ -344,19 +347,6 @@ __attribute__((noreturn)) static void usage(const char *why)
                     "                 [-W SECONDS] [-d SECONDS] [-r WINDOWS] [-s BYTES]\n"
                     "                 [-i IMPL] [-w WORKERS]\n");
     exit(2);
-}
-
-static long parse_long(const char *s, long lo, long hi, const char *what)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "echo-load: %s must be a number in %ld..%ld, not '%s'\n",
-                what, lo, hi, s);
-        exit(2);
-    }
-    return v;
 }
 
 static double parse_seconds(const char *s, const char *what)

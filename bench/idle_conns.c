@@ -59,6 +59,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_PROG "idle-conns"
+#include "args.h"
+
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
@@ -75,49 +78,33 @@ __attribute__((noreturn)) static void usage(const char *why)
     exit(2);
 }
 
-static long parse_long(const char *s, long lo, long hi, const char *what)
+/* The number on the first line of /proc/PID/<file> that matches fmt
+ * (a scanf format with one %ld), or -1. */
+static long proc_number(long pid, const char *file, const char *fmt)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "idle-conns: %s must be a number in %ld..%ld, not '%s'\n",
-                what, lo, hi, s);
-        exit(2);
-    }
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/%s", pid, file);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long v = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, fmt, &v) == 1)
+            break;
+    fclose(f);
     return v;
 }
 
 /* VmRSS of pid in kB, or -1. */
 static long vm_rss_kb(long pid)
 {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%ld/status", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    fclose(f);
-    return kb;
+    return proc_number(pid, "status", "VmRSS: %ld kB");
 }
 
 /* The soft RLIMIT_NOFILE of pid, or -1 when unknown or unlimited. */
 static long nofile_of(long pid)
 {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%ld/limits", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    long soft = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "Max open files %ld", &soft) == 1)
-            break;
-    fclose(f);
-    return soft;
+    return proc_number(pid, "limits", "Max open files %ld");
 }
 
 static long own_nofile(void)

@@ -554,15 +554,6 @@ END_TEST
 
 /* ---- name lookups --------------------------------------------------------------------- */
 
-static int local_port(int fd)
-{
-    struct sockaddr_in a;
-    socklen_t al = sizeof a;
-    if (getsockname(fd, (struct sockaddr *)&a, &al) != 0)
-        return -1;
-    return ntohs(a.sin_port);
-}
-
 static void *pong_server(void *arg)
 {
     int lfd = (int)(intptr_t)arg;

@@ -197,15 +197,6 @@ END_TEST
 
 /* ---- TCP ------------------------------------------------------------------ */
 
-static int local_port(int fd)
-{
-    struct sockaddr_in a;
-    socklen_t al = sizeof a;
-    if (getsockname(fd, (struct sockaddr *)&a, &al) != 0)
-        return -1;
-    return ntohs(a.sin_port);
-}
-
 static void *echo_conn(void *arg)
 {
     int fd = (int)(intptr_t)arg;

@@ -3,12 +3,15 @@
 #ifndef WEFT_TEST_UTIL_H
 #define WEFT_TEST_UTIL_H
 
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
 #include <regex.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -103,5 +106,15 @@ static volatile unsigned long runaway_limit = ~0ul;
         srunner_free(sr);                                           \
         return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;           \
     }
+
+/* The local port an IPv4 socket is bound to, or -1. */
+static inline int local_port(int fd)
+{
+    struct sockaddr_in a;
+    socklen_t al = sizeof a;
+    if (getsockname(fd, (struct sockaddr *)&a, &al) != 0)
+        return -1;
+    return ntohs(a.sin_port);
+}
 
 #endif
