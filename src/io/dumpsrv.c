@@ -182,24 +182,9 @@ static void signal_restore(void)
 
 /* ---- serving one client ------------------------------------------------ */
 
-static int send_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static void send_line(int fd, const char *line)
 {
-    (void)send_all(fd, line, strlen(line));
+    (void)weft__write_all(fd, line, strlen(line));
 }
 
 static void set_timeout(int fd, int opt, int ms)
@@ -244,7 +229,7 @@ static void serve_trace(int fd, int secs)
         return;
     }
     snprintf(line, sizeof line, "OK %d %s\n", WEFT__DUMP_PROTOCOL, weft_version());
-    if (send_all(fd, line, strlen(line)) == 0) {
+    if (weft__write_all(fd, line, strlen(line)) == 0) {
         struct pollfd p = { fd, POLLIN, 0 };
         int64_t end = weft__now() + (int64_t)secs * 1000000000;
         for (int64_t left; (left = end - weft__now()) > 0;) {
@@ -299,7 +284,7 @@ static void serve(int fd)
         return;
     }
     snprintf(line, sizeof line, "OK %d %s\n", WEFT__DUMP_PROTOCOL, weft_version());
-    if (send_all(fd, line, strlen(line)) != 0)
+    if (weft__write_all(fd, line, strlen(line)) != 0)
         return;
     (void)weft__report(fd, json);
 }

@@ -9,6 +9,7 @@
 #define WEFT_IO_DUMPSRV_H
 
 #include <poll.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* The wire protocol (docs/design.md, "weft-dump"); weft-dump(1) includes
@@ -28,6 +29,11 @@
  * after it is released. Any thread (a fiber's stack must be large enough
  * for the symbol lookups: prefer a plain thread). */
 int  weft__report(int fd, int json);
+/* Write all n bytes of p to fd: 0, or -errno. A socket gets
+ * send(MSG_NOSIGNAL), so a weft-dump client that goes away cannot kill
+ * the process with SIGPIPE; anything else gets write(). EINTR is
+ * retried. Any thread. */
+int  weft__write_all(int fd, const char *p, size_t n);
 /* weft__now() when this run's server started, for the report's uptime;
  * 0 if it has not. Any thread. */
 int64_t weft__dumpsrv_started_ns(void);

@@ -1009,9 +1009,7 @@ static void json_report(struct out *o, const struct snap *s, const weft_stats *s
 
 /* ---- entry points --------------------------------------------------- */
 
-/* Write it all. A socket gets send(MSG_NOSIGNAL): a weft-dump client
- * that goes away must not kill the process with SIGPIPE. */
-static int write_all(int fd, const char *p, size_t n)
+int weft__write_all(int fd, const char *p, size_t n)
 {
     int sock = 1;
     while (n > 0) {
@@ -1051,7 +1049,7 @@ int weft__report(int fd, int json)
     else
         text_report(&o, &s, &st);
     snap_free(&s);
-    err = o.oom ? -ENOMEM : write_all(fd, o.p, o.len);
+    err = o.oom ? -ENOMEM : weft__write_all(fd, o.p, o.len);
     free(o.p);
     return err;
 }
