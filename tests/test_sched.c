@@ -684,6 +684,96 @@ START_TEST(in_place_overflow_names_the_child)
 }
 END_TEST
 
+/* ---- a fiber that ends hands its stack to an unstarted one ------------ */
+
+/* Four siblings, the oldest joined first (at the deque's top, so the join
+ * parks): the newest starts on a stack of its own, and as each one ends
+ * the next, not started yet, runs on that stack in the same frame, as
+ * itself. */
+static void successor_main(void *arg)
+{
+    (void)arg;
+    weft_fiber *me = weft_self();
+    struct seen s[4] = { { 0 } };
+    weft_fiber *f[4];
+    for (int i = 0; i < 4; i++)
+        f[i] = weft_spawn(observe, &s[i]);
+    for (int i = 0; i < 4; i++) {
+        void *r = NULL;
+        EXPECT(f[i] && weft_join(f[i], &r) == 0);
+        EXPECT(r == &s[i] && s[i].self == f[i]);
+        EXPECT(s[i].id == weft_fiber_id(f[i]));
+        EXPECT(s[i].frame == s[3].frame);
+    }
+    EXPECT(weft_self() == me);
+}
+
+/* A successor that parks keeps the stack it took (another sibling starts
+ * on a new one meanwhile); one that asked for another stack size gets a
+ * stack of that size and can use all of it. */
+static void successor_mixed_main(void *arg)
+{
+    (void)arg;
+    weft_spawn_opts big = { .stack_size = 1024 * 1024 };
+    struct seen first = { 0 }, parker = { .parks = 3 }, last = { 0 };
+    weft_fiber *ff = weft_spawn(observe, &first);
+    weft_fiber *fb = weft_spawn_ex(&big, use_stack, (void *)(uintptr_t)(900 * 1024));
+    weft_fiber *fp = weft_spawn(observe, &parker);
+    weft_fiber *fl = weft_spawn(observe, &last);
+    void *r = NULL;
+    EXPECT(ff && weft_join(ff, &r) == 0 && r == &first && first.self == ff);
+    EXPECT(fb && weft_join(fb, &r) == 0 && (uintptr_t)r == 3);
+    EXPECT(fp && weft_join(fp, &r) == 0 && r == &parker && parker.self == fp);
+    EXPECT(fl && weft_join(fl, &r) == 0 && r == &last && last.self == fl);
+    EXPECT(parker.frame == last.frame); /* it took last's stack */
+    EXPECT(first.frame != last.frame);  /* started while parker held it */
+}
+
+START_TEST(ended_fiber_hands_stack_to_successor)
+{
+    if (migrating())
+        return; /* the debug mode moves every start to another worker */
+    run(1, successor_main, NULL);
+    run(1, successor_mixed_main, NULL);
+}
+END_TEST
+
+/* An overflow in a fiber that took over an ended fiber's stack names the
+ * one that overflowed. */
+static void *quick(void *arg)
+{
+    return arg;
+}
+
+static void successor_overflow_main(void *arg)
+{
+    (void)arg;
+    weft_spawn_opts o = { .name = "second" };
+    weft_fiber *first = weft_spawn(quick, NULL);
+    weft_spawn_ex(&o, runaway_fiber, NULL); /* succeeds the next one */
+    weft_spawn(quick, NULL);                /* starts on a new stack */
+    weft_join(first, NULL);
+}
+
+static void successor_overflow_child(void)
+{
+    weft_config c = config(1);
+    weft_run(&c, successor_overflow_main, NULL);
+    _exit(7); /* not reached */
+}
+
+START_TEST(successor_overflow_names_the_successor)
+{
+    if (skip_under_valgrind() || WEFT__ASAN || migrating())
+        return; /* ASan reports stack overflows itself */
+    struct child_result r = run_in_child(successor_overflow_child);
+    ck_assert_msg(r.signaled && r.sig == SIGABRT, "signaled=%d sig=%d status=%d, stderr: %s",
+                  r.signaled, r.sig, r.status, r.err);
+    ck_assert_msg(matches(r.err, "weft: stack overflow in fiber [0-9]+ 'second'"),
+                  "stderr: %s", r.err);
+}
+END_TEST
+
 /* Detached fibers: weft_run must wait for them. */
 static _Atomic long detached_done;
 
@@ -1301,6 +1391,8 @@ static Suite *sched_suite(void)
     tcase_add_test(tc, in_place_respects_stack_size);
     tcase_add_test(tc, deep_join_chain);
     tcase_add_test(tc, in_place_overflow_names_the_child);
+    tcase_add_test(tc, ended_fiber_hands_stack_to_successor);
+    tcase_add_test(tc, successor_overflow_names_the_successor);
     tcase_add_test(tc, run_waits_for_detached);
     tcase_add_test(tc, fiber_ids_unique);
     tcase_add_test(tc, stacks_lazy_and_returned);

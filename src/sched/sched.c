@@ -77,6 +77,15 @@
  * address space only, so the room exists), so it never gets less stack
  * than a stack of its own would give it.
  *
+ * Stack succession. When a fiber's function returns and the next fiber
+ * this worker picks has not started and wants a stack of the same size,
+ * the next one takes the ended fiber's stack and context over and its
+ * function is called from the same frame (succeed, in fiber_entry's
+ * loop): no stack is returned or fetched and nothing is switched. The
+ * ended fiber is finished (join handshake, counts) right there, its stack
+ * kept. A burst of spawned fibers that each run to their end thus runs
+ * on one stack, at the cost of a call each, as a pool of tasks would.
+ *
  * Invariants.
  *  I1 A runnable fiber is in exactly one place: a runnext slot, a deque,
  *     the global queue, an inbox, a timer heap (stack retry), or a
@@ -84,8 +93,9 @@
  *     their commit published them to owns them until weft__ready.
  *  I2 A fiber becomes reachable by another thread only after its context
  *     is saved: every handoff runs after the switch away from it.
- *  I3 A fiber holds a stack only from its first pick to its last switch
- *     away; the stack is returned before the join handshake completes.
+ *  I3 A fiber holds a stack only from its first pick to its end; the
+ *     stack is returned to the pool, or handed to its successor, before
+ *     the join handshake completes.
  *  I4 nsearching counts workers with `searching` set plus the one a waker
  *     has claimed for a worker it is waking (handed_search); nparked
  *     counts the workers on the idle list.
@@ -580,10 +590,40 @@ static void switch_away(struct worker *w, struct weft_fiber *self,
     after_switch();
 }
 
-__attribute__((noreturn)) static void exit_fiber(struct weft_fiber *self)
+/* self has ended and next, just picked, has not started and wants a stack
+ * of the same size: next takes over self's stack and its context (guard
+ * or canary, sanitizer state), and starts in the frame self's entry
+ * returned to, without a switch. self is finished here, its stack kept.
+ * Returns next, now the running fiber. Owner worker, on self's stack. */
+static struct weft_fiber *succeed(struct worker *w, struct weft_fiber *self,
+                                  struct weft_fiber *next)
+{
+    weft__ctx_check_canary(&self->ctx);
+    next->ctx = self->ctx;
+    next->ctx.owner_kind = WEFT__OWNER_FIBER;
+    next->ctx.owner_id = next->id;
+    next->ctx.owner_name = next->name;
+    self->ctx.stack = NULL; /* next's now; weft__fiber_finish keeps it */
+#if WEFT__TSAN
+    self->ctx.tsan_owned = 0; /* so is the sanitizer fiber */
+#endif
+    w->current = next;
+    mark_running(w, next);
+    weft__ctx_running = &next->ctx;
+    weft__fiber_finish(w, self, 0);
+    weft__count(&w->nswitch);
+    rt_leave(w, 0);
+    return next;
+}
+
+/* The end of self, whose function has returned: run its parked joiner, or
+ * the next fiber, there. Returns only when the next fiber has not started
+ * yet and can have self's stack (see succeed); the caller then runs it in
+ * the same frame. Owner worker. */
+static struct weft_fiber *exit_fiber(struct weft_fiber *self)
 {
     struct worker *w = weft__worker_self();
-    rt_enter(w); /* left by the next context's after_switch */
+    rt_enter(w); /* left by the next context's after_switch, or succeed */
     /* A parked joiner runs next, as if woken into runnext: it inherits
      * the budget (and the debug mode moves it through weft__ready). */
     struct weft_fiber *next = NULL;
@@ -592,7 +632,12 @@ __attribute__((noreturn)) static void exit_fiber(struct weft_fiber *self)
         w->runnext_streak++;
         w->handoff = HANDOFF_EXIT_TO_JOINER;
     } else {
-        next = pick_runnable(w, 0);
+        next = pick_local(w, 0);
+        if (next && !next->ctx.stack) {
+            if (next->stack_kib == self->stack_kib)
+                return succeed(w, self, next);
+            next = pick_start(w, next, 0);
+        }
         w->handoff = HANDOFF_EXIT;
     }
     w->handoff_fiber = self;
@@ -604,13 +649,16 @@ __attribute__((noreturn)) static void exit_fiber(struct weft_fiber *self)
     weft__ctx_exit(&self->ctx, next ? &next->ctx : &w->sched_ctx, next);
 }
 
-/* First code of every fiber, on its fresh stack; val is the fiber. */
+/* First code of every fiber started by a switch, on its fresh stack; val
+ * is the fiber. The fibers that succeed it on this stack run here too. */
 static void fiber_entry(void *val)
 {
     struct weft_fiber *f = val;
     after_switch();
-    f->arg = f->fn(f->arg);
-    exit_fiber(f);
+    for (;;) {
+        f->arg = f->fn(f->arg);
+        f = exit_fiber(f);
+    }
 }
 
 /* ---- the calls the rest of the runtime builds on ------------------------- */
