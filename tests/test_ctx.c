@@ -239,9 +239,10 @@ static void child_overflow(int force_mprotect)
         _exit(4);
     weft__ctx_init_current(&main_ctx);
     weft__ctx_make(&other_ctx, st, runaway_entry);
+    static char name[] = "runaway";
+    static const struct weft__owner who = { 42, name };
     other_ctx.owner_kind = WEFT__OWNER_FIBER;
-    other_ctx.owner_id = 42;
-    other_ctx.owner_name = "runaway";
+    other_ctx.owner = &who;
     weft__ctx_switch(&main_ctx, &other_ctx, NULL);
     _exit(5); /* not reached */
 }
@@ -296,9 +297,10 @@ static void child_canary(void)
         _exit(3);
     weft__ctx_init_current(&main_ctx);
     weft__ctx_make(&other_ctx, st, canary_smash_entry);
+    static char name[] = "smash";
+    static const struct weft__owner who = { 7, name };
     other_ctx.owner_kind = WEFT__OWNER_CORO;
-    other_ctx.owner_id = 7;
-    other_ctx.owner_name = "smash";
+    other_ctx.owner = &who;
     weft__ctx_switch(&main_ctx, &other_ctx, st);
     _exit(5);
 }

@@ -33,6 +33,7 @@ struct weft_coro {
     int          status;
     uint64_t     id;
     char         name[CORO_NAME_MAX];
+    struct weft__owner who; /* id and name, for ctx's reports */
 };
 
 /* Relaxed: ids need only be unique, and fetch_add is atomic at any order. */
@@ -68,8 +69,9 @@ weft_coro *weft_coro_new(weft_coro_fn fn, size_t stack_size)
     co->id = atomic_fetch_add_explicit(&next_coro_id, 1, memory_order_relaxed);
     co->name[0] = 0;
     co->ctx.owner_kind = WEFT__OWNER_CORO;
-    co->ctx.owner_id = co->id;
-    co->ctx.owner_name = co->name;
+    co->who.id = co->id;
+    co->who.name = co->name;
+    co->ctx.owner = &co->who;
     co->fn = fn;
     co->first_in = NULL;
     co->status = WEFT_CORO_CREATED;

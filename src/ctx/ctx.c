@@ -49,8 +49,7 @@ void weft__ctx_init_current(weft__ctx *c)
         c->canary = cur->canary;
         c->stack = cur->stack;
         c->owner_kind = cur->owner_kind;
-        c->owner_id = cur->owner_id;
-        c->owner_name = cur->owner_name;
+        c->owner = cur->owner;
 #if WEFT__ASAN
         c->asan_bottom = cur->asan_bottom;
         c->asan_size = cur->asan_size;
@@ -67,11 +66,9 @@ void weft__ctx_make(weft__ctx *c, weft__stack *stack, void (*entry)(void *))
     /* Field by field rather than a memset: this runs on every fiber's
      * first pick. */
     c->stack = stack;
-    c->canary = stack->kind == WEFT__STACK_CANARY_MMAP || stack->kind == WEFT__STACK_CANARY_HEAP
-                    ? (const uint64_t *)(const void *)stack->lo : NULL;
+    c->canary = stack->kind == WEFT__STACK_CANARY_MMAP || stack->kind == WEFT__STACK_CANARY_HEAP;
     c->owner_kind = WEFT__OWNER_THREAD;
-    c->owner_id = 0;
-    c->owner_name = NULL;
+    c->owner = NULL;
     c->sp = weft__arch_make_frame(stack->top, entry);
 #if WEFT__ASAN
     c->asan_fake = NULL;
@@ -161,9 +158,9 @@ static void report_overflow(const weft__ctx *c)
     weft__fmt_str(&f, c->owner_kind == WEFT__OWNER_FIBER ? "fiber"
                       : c->owner_kind == WEFT__OWNER_CORO ? "coroutine" : "thread");
     weft__fmt_str(&f, " ");
-    weft__fmt_u64(&f, c->owner_id);
+    weft__fmt_u64(&f, c->owner ? c->owner->id : 0);
     weft__fmt_str(&f, " '");
-    weft__fmt_str(&f, c->owner_name ? c->owner_name : "");
+    weft__fmt_str(&f, c->owner && c->owner->name ? c->owner->name : "");
     weft__fmt_str(&f, "' (stack ");
     weft__fmt_u64(&f, c->stack ? weft__stack_size(c->stack) : 0);
     weft__fmt_str(&f, " bytes)\n");
@@ -224,9 +221,9 @@ static void report_crash(const weft__ctx *c, int sig, const siginfo_t *si)
     weft__fmt_str(&f, " in ");
     weft__fmt_str(&f, c->owner_kind == WEFT__OWNER_FIBER ? "fiber" : "coroutine");
     weft__fmt_str(&f, " ");
-    weft__fmt_u64(&f, c->owner_id);
+    weft__fmt_u64(&f, c->owner ? c->owner->id : 0);
     weft__fmt_str(&f, " '");
-    weft__fmt_str(&f, c->owner_name ? c->owner_name : "");
+    weft__fmt_str(&f, c->owner && c->owner->name ? c->owner->name : "");
     weft__fmt_str(&f, "'\n");
     weft__fmt_write(&f, 2);
     report_details(c, 1);

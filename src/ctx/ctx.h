@@ -94,14 +94,20 @@ void   weft__stack_stats(struct weft__stack_stats *out);
 
 enum weft__owner_kind { WEFT__OWNER_THREAD = 0, WEFT__OWNER_FIBER, WEFT__OWNER_CORO };
 
+/* Who runs on a context, as overflow and crash reports name it: the owner
+ * (a fiber's or coroutine's control block) keeps these two fields, and
+ * the context points at them, so a rename needs no copy. */
+struct weft__owner {
+    uint64_t id;
+    char    *name;   /* NUL-terminated, owned by the owner; may be NULL */
+};
+
 typedef struct weft__ctx {
     void        *sp;         /* saved stack pointer while suspended          */
-    const uint64_t *canary;  /* canary word to check when leaving; NULL: none*/
     weft__stack *stack;      /* NULL: a thread's own stack                   */
-    /* Who runs on it, for overflow and crash reports. */
-    unsigned     owner_kind; /* enum weft__owner_kind                        */
-    uint64_t     owner_id;
-    const char  *owner_name; /* NUL-terminated, owned by the owner; may be NULL */
+    const struct weft__owner *owner; /* NULL: a thread                       */
+    uint8_t      owner_kind; /* enum weft__owner_kind                        */
+    uint8_t      canary;     /* 1: check the stack's canary word when leaving */
 #if WEFT__ASAN
     void        *asan_fake;  /* ASan fake-stack handle while suspended       */
     const void  *asan_bottom;
@@ -163,8 +169,9 @@ void weft__ctx_asan_arrive(weft__ctx *from);
 
 static inline void weft__ctx_check_canary(const weft__ctx *c)
 {
-    if (__builtin_expect(c->canary != NULL, 0) &&
-        __builtin_expect(*c->canary != weft__stack_canary_value(c->stack), 0))
+    if (__builtin_expect(c->canary, 0) &&
+        __builtin_expect(*(const uint64_t *)(const void *)c->stack->lo !=
+                             weft__stack_canary_value(c->stack), 0))
         weft__ctx_overflow(c);
 }
 

@@ -90,7 +90,7 @@ static int set_name(struct weft_fiber *f, const char *name)
  * only spawns and one that only joins balance out through the pool with
  * one lock per batch and no list walking. Plain threads take and give
  * single blocks under fpool_lock. Everything is freed when weft_run ends.
- * The cost: a burst of N live fibers keeps N x 192 bytes until then.
+ * The cost: a burst of N live fibers keeps N x 128 bytes until then.
  */
 struct fiber_slab {
     struct fiber_slab *next;
@@ -105,10 +105,8 @@ static struct weft_fiber *slab_new(void)
     if (!s)
         return NULL;
     memset(s, 0, sizeof *s); /* FS_FREE, no name */
-    for (unsigned i = 0; i < WEFT__FIBER_BATCH; i++) {
+    for (unsigned i = 0; i < WEFT__FIBER_BATCH; i++)
         s->f[i].link = i + 1 < WEFT__FIBER_BATCH ? &s->f[i + 1] : NULL;
-        s->f[i].slab = s;
-    }
     struct fiber_slab *head = atomic_load_explicit(&weft__rt.slabs, memory_order_relaxed);
     do
         s->next = head;
@@ -260,8 +258,6 @@ struct weft_fiber *weft__fiber_new(struct worker *w, const weft_spawn_opts *o,
     atomic_store_explicit(&f->join, o->detached ? JOIN_DETACHED : JOIN_RUNNING,
                           memory_order_relaxed);
     atomic_store_explicit(&f->claimed, o->detached ? 1 : 0, memory_order_relaxed);
-    /* f->timer is left as it is: whoever arms it initializes it first
-     * (weft_sleep, defer_start in sched.c). */
     f->spawn_pc = NULL;
     f->trace_gen = 0; /* its name is not in any trace yet */
     f->wait_hist = 0;
@@ -529,26 +525,36 @@ int weft_set_name(const char *name)
     if (!self)
         return -EPERM;
     int err = set_name(self, name);
-    self->ctx.owner_name = self->name;
     self->trace_gen = 0; /* a running trace records the new name */
     return err;
 }
 
 /* ---- sleeping ------------------------------------------------------------ */
 
+/* A sleeping fiber's timer, on its own stack while it sleeps. */
+struct sleeper {
+    struct weft__timer t;
+    struct weft_fiber *f;
+    int64_t            deadline;
+    int                err;
+};
+
 static void sleep_fire(struct weft__timer *t)
 {
-    weft__ready(weft__container_of(t, struct weft_fiber, timer));
+    /* The timer is out of the heap; once readied, the fiber (and with
+     * it the sleeper) may run anywhere, so f is read first. */
+    weft__ready(weft__container_of(t, struct sleeper, t)->f);
 }
 
 /* Park commit for weft_sleep: arm the timer on the worker the fiber just
  * left (arming before the switch could fire it while still running). */
 static int sleep_commit(struct weft_fiber *self, void *arg)
 {
-    int64_t *deadline = arg;
+    (void)self;
+    struct sleeper *sl = arg;
     struct worker *w = weft__worker_self();
-    if (timer_add(&w->timers, &self->timer, *deadline) != 0) {
-        *deadline = -1; /* tells weft_sleep: -ENOMEM */
+    if (timer_add(&w->timers, &sl->t, sl->deadline) != 0) {
+        sl->err = -ENOMEM;
         return 0;
     }
     return 1;
@@ -570,11 +576,11 @@ int weft_sleep(int64_t ns)
         return 0;
     }
     int64_t now = weft__now();
-    int64_t deadline = ns > INT64_MAX - now ? INT64_MAX : now + ns;
-    timer_init(&self->timer, sleep_fire);
-    weft__wait_reason(WAIT_SLEEP, (uintptr_t)deadline);
-    weft__park(sleep_commit, &deadline);
-    return deadline == -1 ? -ENOMEM : 0;
+    struct sleeper sl = { .f = self, .deadline = ns > INT64_MAX - now ? INT64_MAX : now + ns };
+    timer_init(&sl.t, sleep_fire);
+    weft__wait_reason(WAIT_SLEEP, (uintptr_t)sl.deadline);
+    weft__park(sleep_commit, &sl);
+    return sl.err;
 }
 
 /* ---- names of wait reasons, crash reports -------------------------------- */

@@ -456,8 +456,7 @@ static int start_fiber(struct weft_fiber *f)
         return -1;
     weft__ctx_make(&f->ctx, s, fiber_entry);
     f->ctx.owner_kind = WEFT__OWNER_FIBER;
-    f->ctx.owner_id = f->id;
-    f->ctx.owner_name = f->name;
+    f->ctx.owner = &f->who;
     /* Relaxed: a flag read on its own by weft_spawn; checked first so
      * the common case does not write the shared line. */
     if (atomic_load_explicit(&weft__rt.stack_starved, memory_order_relaxed))
@@ -465,9 +464,18 @@ static int start_fiber(struct weft_fiber *f)
     return 0;
 }
 
+/* A fiber waiting for a stack to be had: its timer. */
+struct stack_retry {
+    struct weft__timer t;
+    struct weft_fiber *f;
+};
+
 static void retry_start(struct weft__timer *t)
 {
-    weft__ready(weft__container_of(t, struct weft_fiber, timer));
+    struct stack_retry *r = weft__container_of(t, struct stack_retry, t);
+    struct weft_fiber *f = r->f;
+    weft__free(r, sizeof *r);
+    weft__ready(f);
 }
 
 /* No stack for f now: retry in a while; meanwhile weft_spawn fails with
@@ -477,9 +485,14 @@ static int defer_start(struct worker *w, struct weft_fiber *f)
 {
     /* Relaxed: see start_fiber. */
     atomic_store_explicit(&weft__rt.stack_starved, 1, memory_order_relaxed);
-    timer_init(&f->timer, retry_start);
-    if (timer_add(&w->timers, &f->timer, weft__now() + STACK_RETRY_NS) == 0)
-        return 1;
+    struct stack_retry *r = weft__malloc(sizeof *r);
+    if (r) {
+        r->f = f;
+        timer_init(&r->t, retry_start);
+        if (timer_add(&w->timers, &r->t, weft__now() + STACK_RETRY_NS) == 0)
+            return 1;
+        weft__free(r, sizeof *r);
+    }
     weft__global_push(f);
     return 0;
 }
@@ -600,9 +613,7 @@ static struct weft_fiber *succeed(struct worker *w, struct weft_fiber *self,
 {
     weft__ctx_check_canary(&self->ctx);
     next->ctx = self->ctx;
-    next->ctx.owner_kind = WEFT__OWNER_FIBER;
-    next->ctx.owner_id = next->id;
-    next->ctx.owner_name = next->name;
+    next->ctx.owner = &next->who;
     self->ctx.stack = NULL; /* next's now; weft__fiber_finish keeps it */
 #if WEFT__TSAN
     self->ctx.tsan_owned = 0; /* so is the sanitizer fiber */
@@ -795,9 +806,7 @@ int weft__join_inline(struct worker *w, struct weft_fiber *self, struct weft_fib
      * looking suspended at the call, so weft-dump and gdb still show
      * its backtrace (weft_join's caller) while f runs or parks. */
     f->ctx = self->ctx;
-    f->ctx.owner_kind = WEFT__OWNER_FIBER;
-    f->ctx.owner_id = f->id;
-    f->ctx.owner_name = f->name;
+    f->ctx.owner = &f->who;
 #if WEFT__TSAN
     f->ctx.tsan_owned = 0;
 #endif

@@ -73,30 +73,41 @@ enum weft__wait {
 };
 
 /*
- * A fiber's control block: three cache lines. Allocated by weft_spawn*
+ * A fiber's control block: two cache lines. Allocated by weft_spawn*
  * from the registry's slabs, recycled by the join (or by the fiber itself
  * at exit when detached). While it has not started, ctx.stack is NULL
- * and the fiber holds no stack; it gets one when a worker first picks it,
- * and gives it back as soon as it has switched away for the last time.
+ * and the fiber holds no stack; it gets one when a worker first picks it
+ * (or takes over the stack of the fiber that just ended there: see
+ * "Stack succession" in sched.c), and gives it back, or hands it on, at
+ * its end.
  *
  * Who may touch what: fn, id, stack_kib and spawn_pc are written before
- * the fiber is published and read-only after. ctx, arg, timer and name
- * belong to whichever thread runs the fiber (or handles it in a handoff)
- * at the moment; the queues' release/acquire pairs carry them between
- * threads. join and claimed are atomics (see fiber.c). link belongs to
- * the queue or list the fiber is on. The registry words: see above.
+ * the fiber is published and read-only after. ctx, arg and name belong to
+ * whichever thread runs the fiber (or handles it in a handoff) at the
+ * moment; the queues' release/acquire pairs carry them between threads.
+ * join and claimed are atomics (see fiber.c). link belongs to the queue or
+ * list the fiber is on. The registry words: see above.
+ *
+ * Two cache lines, and a burst of spawns keeps a million of them: the
+ * first line holds what spawning, starting and ending a fiber touch most.
+ * A fiber's timers live elsewhere (weft_sleep's on its own stack), since
+ * most fibers never arm one.
  */
 struct weft_fiber {
     _Alignas(WEFT__CACHELINE) weft__ctx ctx;
     struct weft_fiber *link;       /* global queue, inbox, free list    */
     weft_fn            fn;
     void              *arg;        /* fn's argument; its result after   */
-    uint64_t           id;
+    union {                        /* ctx.owner points at `who`          */
+        struct weft__owner who;
+        struct {
+            uint64_t id;
+            char    *name;         /* NULL, or WEFT__FIBER_NAME bytes    */
+        };
+    };
     _Atomic uintptr_t  join;       /* join word, see fiber.c             */
     _Atomic int        claimed;    /* joined or detached already         */
     uint32_t           stack_kib;  /* asked for; 0: the runtime default  */
-    struct weft__timer timer;      /* sleeps; later I/O deadlines        */
-    char              *name;       /* NULL, or WEFT__FIBER_NAME bytes    */
     /* The registry. */
     _Atomic uint8_t    rstate;     /* enum weft__fstate                  */
     _Atomic uint8_t    wait;       /* enum weft__wait while FS_PARKED    */
@@ -104,13 +115,16 @@ struct weft_fiber {
     _Atomic uint32_t   since;      /* weft__coarse_ms() of the last change */
     _Atomic uintptr_t  wait_obj;   /* see enum weft__wait                */
     void              *spawn_pc;   /* return address of weft_spawn*'s caller */
-    struct fiber_slab *slab;       /* the slab the block belongs to      */
     uint32_t           trace_gen;  /* trace session that has its name (trace.c) */
     /* The kinds of its last 8 waits, newest in the low byte, for crash
      * reports. Only the fiber itself touches it (weft__wait_reason, and
      * a fatal-signal handler on its own thread). */
     uint64_t           wait_hist;
 };
+#if !WEFT__ASAN && !WEFT__TSAN
+_Static_assert(sizeof(struct weft_fiber) == 2 * WEFT__CACHELINE,
+               "a fiber's control block is two cache lines");
+#endif
 
 /* Milliseconds on the weft_now clock, truncated to 32 bits: what the
  * registry's `since` holds (differences are taken modulo 2^32). Any
