@@ -57,27 +57,6 @@ void deque_destroy(struct deque *d)
     d->slots = NULL;
 }
 
-int deque_push(struct deque *d, void *x)
-{
-    /* Relaxed: only the owner writes bottom. */
-    int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
-    /* Acquire: pairs with the successful CAS of top in deque_steal (and
-     * deque_pop). Slot b & mask last held item b - capacity; a thief read
-     * it before moving top past it, and this acquire orders that read
-     * before our overwrite below, so the thief cannot see the new item
-     * under the old index. */
-    int64_t t = atomic_load_explicit(&d->top, memory_order_acquire);
-    if (b - t > d->mask)
-        return -1;
-    /* Relaxed: published by the release store of bottom just below. */
-    atomic_store_explicit(&d->slots[b & d->mask], x, memory_order_relaxed);
-    /* Release: publishes the slot written above (and everything the
-     * owner wrote to the item before pushing it); pairs with the seq_cst
-     * (hence acquire) load of bottom in deque_steal. */
-    atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
-    return 0;
-}
-
 void *deque_pop(struct deque *d)
 {
     /* Relaxed: only the owner writes bottom; top only grows, so a stale

@@ -50,7 +50,6 @@ void deque_destroy(struct deque *d);
 
 /* Push x (not NULL) at the bottom. 0, or -1 when the deque is full.
  * Owner only. */
-int  deque_push(struct deque *d, void *x);
 /* Pop the most recently pushed item; NULL when empty (or when a thief
  * took the last item first). Owner only. */
 void *deque_pop(struct deque *d);
@@ -76,6 +75,47 @@ unsigned deque_take_oldest(struct deque *d, void **out, unsigned max);
 
 /* Items in the deque at some recent instant; exact for the owner when no
  * thief is active, a hint otherwise. Any thread. */
+/* Push x at the bottom. 0, or -1 if the deque is full. Owner only. Inline:
+ * every spawn and yield pushes. */
+static inline int deque_push(struct deque *d, void *x)
+{
+    /* Relaxed: only the owner writes bottom. */
+    int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+    /* Acquire: pairs with the successful CAS of top in deque_steal (and
+     * deque_pop). Slot b & mask last held item b - capacity; a thief read
+     * it before moving top past it, and this acquire orders that read
+     * before our overwrite below, so the thief cannot see the new item
+     * under the old index. */
+    int64_t t = atomic_load_explicit(&d->top, memory_order_acquire);
+    if (b - t > d->mask)
+        return -1;
+    /* Relaxed: published by the release store of bottom just below. */
+    atomic_store_explicit(&d->slots[b & d->mask], x, memory_order_relaxed);
+    /* Release: publishes the slot written above (and everything the
+     * owner wrote to the item before pushing it); pairs with the seq_cst
+     * (hence acquire) load of bottom in deque_steal. */
+    atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
+    return 0;
+}
+
+/* Take the oldest item (the top), as a thief would, but as the owner: the
+ * item or NULL. Inline for a deque without thieves, which needs no locked
+ * instruction (every yield on one worker takes one). Owner only. */
+static inline void *deque_take_oldest_one(struct deque *d)
+{
+    if (d->solo) {
+        /* Relaxed throughout: nobody else reads this deque. */
+        int64_t t = atomic_load_explicit(&d->top, memory_order_relaxed);
+        if (atomic_load_explicit(&d->bottom, memory_order_relaxed) - t <= 0)
+            return NULL;
+        void *x = atomic_load_explicit(&d->slots[t & d->mask], memory_order_relaxed);
+        atomic_store_explicit(&d->top, t + 1, memory_order_relaxed);
+        return x;
+    }
+    void *x;
+    return deque_take_oldest(d, &x, 1) ? x : NULL;
+}
+
 static inline int64_t deque_size(struct deque *d)
 {
     /* Relaxed: a hint only (idle re-checks re-validate by stealing). */

@@ -302,10 +302,9 @@ static inline void ioq_unlink_head(struct worker *w, struct weft_fiber *f)
 }
 
 /* Owner worker. */
-static struct weft_fiber *take_oldest(struct worker *w)
+static inline struct weft_fiber *take_oldest(struct worker *w)
 {
-    void *x;
-    return deque_take_oldest(&w->dq, &x, 1) ? x : NULL;
+    return deque_take_oldest_one(&w->dq);
 }
 
 static void push_inbox(struct worker *v, struct weft_fiber *f);
