@@ -41,7 +41,8 @@ void poller_cancel(struct poller *p);
 /* Wait for an event, a wake-up or the timeout (ns; negative: none, 0:
  * just poll). Must follow poller_prepare. Returns 1 if it was woken by
  * poller_wake, 0 otherwise (timeout or I/O event), or a negative errno
- * (never EINTR: a signal counts as a spurious return, 0). Owner only. */
+ * (never EINTR: a signal counts as a spurious return, 0). Owner only, on
+ * its thread's own stack (it takes a few KiB of events there). */
 int  poller_wait(struct poller *p, int64_t timeout_ns);
 /* Make the owner's current or next poller_wait return, if the owner is
  * waiting or about to (after poller_prepare); otherwise do nothing.

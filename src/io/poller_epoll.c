@@ -39,7 +39,12 @@
 
 enum { P_RUNNING = 0, P_PARKING, P_NOTIFIED };
 
-#define MAX_EVENTS 64
+/* Events taken per epoll_wait. A parked worker waits on its thread's own
+ * stack and takes as many as the hand-written epoll peer does; the
+ * non-blocking poll of a busy worker runs on whatever fiber stack it is
+ * on (and on the monitor's), so it takes fewer. */
+#define MAX_EVENTS_WAIT 256
+#define MAX_EVENTS_POLL 64
 
 struct poller {
     int epfd;
@@ -148,7 +153,7 @@ static int wait_events(struct poller *p, struct epoll_event *evs, int64_t timeou
             ts.tv_nsec = (long)(timeout_ns % 1000000000);
             tsp = &ts;
         }
-        long n = syscall(SYS_epoll_pwait2, p->epfd, evs, MAX_EVENTS, tsp, NULL, _NSIG / 8);
+        long n = syscall(SYS_epoll_pwait2, p->epfd, evs, MAX_EVENTS_WAIT, tsp, NULL, _NSIG / 8);
         if (n >= 0 || errno != ENOSYS)
             return (int)n;
         atomic_store_explicit(&use_pwait2, 0, memory_order_relaxed);
@@ -159,7 +164,7 @@ static int wait_events(struct poller *p, struct epoll_event *evs, int64_t timeou
         int64_t r = (timeout_ns + 999999) / 1000000;
         ms = r > INT_MAX ? INT_MAX : (int)r;
     }
-    return epoll_wait(p->epfd, evs, MAX_EVENTS, ms);
+    return epoll_wait(p->epfd, evs, MAX_EVENTS_WAIT, ms);
 }
 
 #define EV_IN  (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
@@ -213,9 +218,9 @@ int poller_poll(struct poller *p)
      * program order, and one whose count is stale costs a syscall. */
     if (atomic_load_explicit(&p->nfds, memory_order_relaxed) == 0)
         return 0;
-    struct epoll_event evs[MAX_EVENTS];
+    struct epoll_event evs[MAX_EVENTS_POLL];
     count_call(p);
-    int n = epoll_wait(p->epfd, evs, MAX_EVENTS, 0);
+    int n = epoll_wait(p->epfd, evs, MAX_EVENTS_POLL, 0);
     if (n <= 0)
         return 0;
     /* An eventfd event here is left over from a cancelled park (the state
@@ -226,7 +231,7 @@ int poller_poll(struct poller *p)
 
 int poller_wait(struct poller *p, int64_t timeout_ns)
 {
-    struct epoll_event evs[MAX_EVENTS];
+    struct epoll_event evs[MAX_EVENTS_WAIT];
     count_call(p);
     int n = wait_events(p, evs, timeout_ns);
     int err = n < 0 && errno != EINTR ? -errno : 0;
