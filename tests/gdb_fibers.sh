@@ -115,13 +115,17 @@ verify() {
     echo "ok ($run)"
 }
 
-# 1. The live process: first just after the first spawn, whose fiber
-# waits in its worker's run-next slot (no other worker takes it from
-# there), not started (weft-bt gets it by the pointer weft_spawn_ex
-# returned); then stopped at gdb_fibers_ready.
+# 1. The live process: first just after the first spawn, whose fiber has
+# not started (weft-bt gets it by the pointer weft_spawn_ex returned);
+# then stopped at gdb_fibers_ready. The spawn puts the fiber in its
+# worker's run-next slot, which no other worker takes from, but under
+# WEFT_DEBUG_MIGRATE in the other worker's inbox, which that worker
+# drains as soon as it runs: so `finish` runs the spawning thread alone
+# (scheduler-locking), and the fiber is unstarted in both modes.
 run=live
 "$gdb" -nx -q -batch -x "$helper" \
-    -ex 'break weft_spawn_ex' -ex 'run' -ex 'finish' \
+    -ex 'break weft_spawn_ex' -ex 'run' \
+    -ex 'set scheduler-locking on' -ex 'finish' -ex 'set scheduler-locking off' \
     -ex 'echo ==unstarted==\n' \
     -ex 'info weft-fibers' -ex 'weft-bt (struct weft_fiber *)$rax' \
     -ex 'delete' -ex 'break gdb_fibers_ready' -ex 'continue' "$@" \

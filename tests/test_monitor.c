@@ -1,7 +1,8 @@
 /*
  * The monitor (src/sched/monitor.c): a fiber that never yields does not
  * freeze the others. Its worker's run-next fiber, its deque and its ready
- * I/O are taken over by the other workers; WEFT_WATCHDOG_MS names it.
+ * I/O (and, under WEFT_DEBUG_MIGRATE, its inbox) are taken over by the
+ * other workers; WEFT_WATCHDOG_MS names it.
  *
  * Each scenario below deadlocks without the takeover: a fiber spins on a
  * worker until something that only that worker owns has run elsewhere.
@@ -16,6 +17,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -165,6 +167,66 @@ static void io_main(void *arg)
 START_TEST(takeover_io)
 {
     run(2, io_main, NULL);
+}
+END_TEST
+
+/* ---- inbox takeover (debug migration) -------------------------------------- */
+
+enum { INBOX_YIELDS = 20 };
+
+struct inbox_case {
+    _Atomic int spinner_worker;  /* where the spinner spins; -1: not yet */
+    _Atomic int stop;
+    _Atomic int spun;            /* the spinner saw stop in time        */
+};
+
+static void *inbox_spinner(void *arg)
+{
+    struct inbox_case *c = arg;
+    atomic_store(&c->spinner_worker, weft_worker());
+    atomic_store(&c->spun, spin_until(&c->stop));
+    return NULL;
+}
+
+/* Under WEFT_DEBUG_MIGRATE with two workers, every yield sends the
+ * yielder to the other worker's inbox, here the spinner's, which only
+ * the monitor empties while the spinner runs. */
+static void inbox_main(void *arg)
+{
+    struct inbox_case *c = arg;
+    weft_fiber *f = weft_spawn(inbox_spinner, c);
+    EXPECT(f != NULL);
+    uint64_t end = weft_now() + SPIN_LIMIT_NS;
+    while (atomic_load(&c->spinner_worker) < 0 && weft_now() < end)
+        weft_yield();
+    int at = atomic_load(&c->spinner_worker);
+    EXPECT(at >= 0);
+    for (int i = 0; i < INBOX_YIELDS; i++) {
+        weft_yield();
+        /* Off the spinner's inbox, run by the worker that is left. */
+        EXPECT(weft_worker() != at);
+    }
+    atomic_store(&c->stop, 1);
+    EXPECT(weft_join(f, NULL) == 0);
+    EXPECT(atomic_load(&c->spun));
+}
+
+START_TEST(takeover_inbox)
+{
+    /* Saved and put back: with CK_FORK=no the next tests share our
+     * environment, and the whole suite may run under the mode. */
+    const char *was = getenv("WEFT_DEBUG_MIGRATE");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("WEFT_DEBUG_MIGRATE", "1", 1);
+    struct inbox_case c;
+    memset(&c, 0, sizeof c);
+    atomic_store(&c.spinner_worker, -1);
+    run(2, inbox_main, &c);
+    if (saved)
+        setenv("WEFT_DEBUG_MIGRATE", saved, 1);
+    else
+        unsetenv("WEFT_DEBUG_MIGRATE");
+    free(saved);
 }
 END_TEST
 
@@ -636,6 +698,7 @@ static Suite *make_suite(void)
     tcase_add_test(t, takeover_runnext);
     tcase_add_test(t, takeover_deque);
     tcase_add_test(t, takeover_io);
+    tcase_add_test(t, takeover_inbox);
     tcase_add_test(t, spinning_fiber_does_not_stop_echo);
     suite_add_tcase(s, t);
     TCase *w = tcase_create("watchdog");

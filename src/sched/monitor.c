@@ -25,9 +25,21 @@
  *      code (w->in_rt, see sched.c), in which case the next tick tries
  *      again. The owner's accesses stay plain moves; the handler excludes
  *      itself by running on the same thread.
+ *   4. its inbox, under WEFT_DEBUG_MIGRATE only: the mode sends every
+ *      yield and wake-up to another worker's inbox, which only its owner
+ *      drains, so a stuck worker would strand a share of all wake-ups
+ *      (with two workers, every one). The monitor moves the inbox to the
+ *      global queue: a fiber there was sent only to move and may run
+ *      anywhere. While a worker is stuck in that mode the monitor ticks
+ *      every MIGRATE_TICK_MS, not TICK_MS: each wake-up sent there waits
+ *      for the next tick (at 10 ms, a two-worker echo served 100 round
+ *      trips a second).
  * Not taken over: timers armed in the stuck worker's heap (a sleeping
  * fiber whose timer lives there wakes when the worker comes back), and
- * fibers sent to its inbox to disarm such a timer.
+ * fibers sent to its inbox to disarm such a timer. Outside the debug mode
+ * those are all an inbox holds; in it, step 4 takes them too, and each
+ * hops back to the inbox from wherever it runs (fiber_block in waitq.c),
+ * once per tick at most.
  *
  * The signal is installed only for the run and only when its disposition
  * was the default one (a program that handles SIGURG itself keeps it,
@@ -40,8 +52,9 @@
  * worker the kernel has descheduled is not running its fiber):
  *   weft: watchdog: fiber 17 'spinner' has run 1002 ms without yielding on worker 3
  *
- * Ticks are TICK_MS while any worker runs a fiber, doubling up to
- * IDLE_TICK_MS while none does, so an idle process wakes rarely.
+ * Ticks are TICK_MS while any worker runs a fiber (MIGRATE_TICK_MS while
+ * step 4 takes an inbox over), doubling up to IDLE_TICK_MS while none
+ * does, so an idle process wakes rarely.
  */
 #define _GNU_SOURCE
 #include "sched/sched.h"
@@ -63,6 +76,7 @@
 
 #define TICK_MS          10
 #define IDLE_TICK_MS     500
+#define MIGRATE_TICK_MS  1
 #define TAKEOVER_MS      10
 #define TAKEOVER_SIGNAL  SIGURG
 #define MAX_POLLFDS      8
@@ -167,11 +181,35 @@ static void watchdog_log(struct worker *w, struct weft_fiber *f, int64_t ran_ns)
         (void)!write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
+/* Step 4: move w's inbox, in order, to the global queue. The monitor
+ * thread, with weft__rt.migrate set. */
+static void inbox_take_over(struct worker *w)
+{
+    /* Relaxed: a hint that saves the lock; re-read under it. */
+    if (!atomic_load_explicit(&w->inbox_len, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&w->inbox_lock);
+    struct weft_fiber *first = w->inbox_head, *last = w->inbox_tail;
+    unsigned n = atomic_load_explicit(&w->inbox_len, memory_order_relaxed);
+    w->inbox_head = w->inbox_tail = NULL;
+    /* Relaxed: with inbox_lock held; emptying publishes nothing (as the
+     * owner's drain_inbox in sched.c). */
+    atomic_store_explicit(&w->inbox_len, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&w->inbox_lock);
+    /* Already FS_RUNNABLE (push_inbox). The push's seq_cst add is the
+     * publication step 2's wakep relies on. */
+    if (first)
+        weft__global_push_list(first, last, n);
+}
+
 /* w has run one fiber for TAKEOVER_MS or more. The monitor thread. */
 static void take_over(struct worker *w, struct watch *s)
 {
     /* 1. Its ready I/O, readied through the global queue. */
     poller_poll(w->poller);
+    /* 4. Its inbox (debug migration), to the global queue. */
+    if (weft__rt.migrate)
+        inbox_take_over(w);
     /* 3. Its run-next fiber, through its own thread. Relaxed: a hint;
      * the handler re-reads it on the owner's thread. */
     int owned = atomic_load_explicit(&w->runnext, memory_order_relaxed) ||
@@ -203,10 +241,12 @@ static int64_t thread_cpu_ns(struct worker *w)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Sample every worker; returns 1 if any runs a fiber. Monitor thread. */
-static int check_workers(int64_t now)
+/* Sample every worker; returns 1 if any runs a fiber. *inbox_watch is set
+ * if a stuck worker's inbox is being taken over (step 4). Monitor thread. */
+static int check_workers(int64_t now, int *inbox_watch)
 {
     int busy = 0;
+    *inbox_watch = 0;
     for (unsigned i = 0; i < weft__rt.nworkers; i++) {
         struct worker *w = &weft__rt.workers[i];
         struct watch *s = &mon.watch[i];
@@ -232,8 +272,10 @@ static int check_workers(int64_t now)
                 s->logged = 1;
             }
         }
-        if (mon.takeover && ran >= (int64_t)TAKEOVER_MS * 1000000)
+        if (mon.takeover && ran >= (int64_t)TAKEOVER_MS * 1000000) {
             take_over(w, s);
+            *inbox_watch |= weft__rt.migrate;
+        }
     }
     return busy;
 }
@@ -255,8 +297,11 @@ static void *monitor_main(void *unused)
                 if (pf[i].revents)
                     weft__dumpsrv_ready(pf[i].fd);
         }
-        int busy = check_workers(weft__now());
-        if (busy || mon.watchdog_ns)
+        int inbox_watch;
+        int busy = check_workers(weft__now(), &inbox_watch);
+        if (inbox_watch)
+            tick = MIGRATE_TICK_MS;
+        else if (busy || mon.watchdog_ns)
             tick = TICK_MS;
         else if (tick < IDLE_TICK_MS)
             tick = tick * 2 > IDLE_TICK_MS ? IDLE_TICK_MS : tick * 2;

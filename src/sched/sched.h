@@ -243,7 +243,8 @@ struct worker {
     /* Shared with thieves (the deque aligns its own hot words). */
     struct deque       dq;
 
-    /* Shared with remote pushers (debug migration) and wakers. */
+    /* Shared with remote pushers (debug migration) and wakers, and
+     * emptied by the monitor's takeover of a stuck worker (monitor.c). */
     _Alignas(WEFT__CACHELINE) pthread_mutex_t inbox_lock;
     struct weft_fiber *inbox_head, *inbox_tail;   /* with inbox_lock     */
     _Atomic unsigned   inbox_len;
