@@ -10,6 +10,7 @@
  * big tests). The whole suite must also pass with WEFT_DEBUG_MIGRATE=1.
  */
 #include <check.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -25,6 +26,7 @@
 
 #include "ctx/ctx.h"
 #include "io/poller.h"
+#include "sched/sched.h"
 #include "sched/timer.h"
 
 /* Every fiber start makes a TSan fiber context (hundreds of microseconds
@@ -1212,6 +1214,193 @@ START_TEST(spawn_and_join_from_plain_threads)
 }
 END_TEST
 
+/* ---- a worker woken just after it joined the idle list ---------------- */
+
+/* A waker (W3) can pop a parking worker as soon as it is on the idle list.
+ * That worker must then wake even if the work it was woken for is gone by
+ * the time it re-checks: it holds the nsearching count the waker added
+ * for it, and while that count stands no wakep wakes anybody. The test
+ * stalls the second worker right after it joins the list (its unlock of
+ * idle_lock, intercepted below), has the first one wake it and run the
+ * work itself, releases it, waits until both sleep, and then readies a
+ * fiber from a plain thread: that fiber must run. */
+
+static _Atomic int park_stall_armed; /* stall the next worker to join      */
+static _Atomic int park_stall;       /* 0, 1 stalled, 2 released           */
+
+static int (*real_mutex_unlock)(pthread_mutex_t *);
+
+/* The next definition of pthread_mutex_unlock: libc's, or a sanitizer's
+ * interceptor. Before main (one thread), so later calls race on nothing;
+ * a library constructor that unlocks earlier finds it on its own. */
+__attribute__((constructor)) static void find_mutex_unlock(void)
+{
+    void *next = dlsym(RTLD_NEXT, "pthread_mutex_unlock");
+    memcpy(&real_mutex_unlock, &next, sizeof next); /* ISO C has no such cast */
+}
+
+/* Every pthread_mutex_unlock of this executable (libweft is linked in
+ * statically) comes here. A worker unlocking idle_lock while it is on the
+ * idle list has just joined it: that one stalls, once per arming, until
+ * released (or 10 s). Any thread. */
+int pthread_mutex_unlock(pthread_mutex_t *m)
+{
+    if (!real_mutex_unlock)
+        find_mutex_unlock();
+    int joined = 0;
+    if (atomic_load(&park_stall_armed) && m == &weft__rt.idle_lock) {
+        struct worker *w = weft__worker_self();
+        joined = w && w->idle_pos >= 0; /* read with idle_lock still held */
+    }
+    int rc = real_mutex_unlock(m);
+    if (joined && atomic_exchange(&park_stall_armed, 0)) {
+        atomic_store(&park_stall, 1);
+        uint64_t give_up = weft_now() + 10000000000ull;
+        while (atomic_load(&park_stall) == 1 && weft_now() < give_up)
+            sched_yield();
+    }
+    return rc;
+}
+
+struct popped {
+    weft_chan *to_main, *to_thread;
+    int        stalled, popped, woken;
+};
+
+static void *noop_fiber(void *arg)
+{
+    return arg;
+}
+
+/* Wait until *flag == value (0), or 10 s (-1). A fiber yields, a
+ * thread gives up its CPU. */
+static int await_flag(_Atomic int *flag, int value)
+{
+    uint64_t give_up = weft_now() + 10000000000ull;
+    while (atomic_load(flag) != value) {
+        if (weft_now() >= give_up)
+            return -1;
+        if (weft_self())
+            weft_yield();
+        else
+            sched_yield();
+    }
+    return 0;
+}
+
+static void popped_main(void *arg)
+{
+    struct popped *t = arg;
+    /* The other worker parks at once (this is the only fiber) and
+     * stalls on the idle list. This one keeps running us. */
+    t->stalled = await_flag(&park_stall, 1) == 0;
+    /* The second spawn pushes the first to the deque and wakes a parked
+     * worker: the stalled one is popped, handed the search. */
+    weft_fiber *a = weft_spawn(noop_fiber, NULL);
+    weft_fiber *b = weft_spawn(noop_fiber, NULL);
+    t->popped = atomic_load(&weft__rt.nparked) == 0;
+    /* Both run here: the stalled worker will find nothing. */
+    EXPECT(weft_join(b, NULL) == 0);
+    EXPECT(weft_join(a, NULL) == 0);
+    atomic_store(&park_stall, 2);
+    long v;
+    /* We park; the thread readies us once both workers sleep. */
+    EXPECT(weft_chan_recv(t->to_main, &v) == 0);
+    EXPECT(weft_chan_send(t->to_thread, &v) == 0);
+}
+
+static int both_workers_parked(void)
+{
+    for (unsigned i = 0; i < 2; i++)
+        if (atomic_load_explicit(&weft__rt.workers[i].wstate, memory_order_relaxed) !=
+            WS_PARKED)
+            return 0;
+    return 1;
+}
+
+static void *popped_thread(void *arg)
+{
+    struct popped *t = arg;
+    uint64_t give_up = weft_now() + 10000000000ull;
+    while ((atomic_load(&park_stall) != 2 || !both_workers_parked()) && weft_now() < give_up)
+        sched_yield();
+    long v = 7;
+    EXPECT(weft_chan_send(t->to_main, &v) == 0); /* weft__ready off-worker */
+    t->woken = weft_chan_recv_timeout(t->to_thread, &v, 5000000000ll) == 0 && v == 7;
+    if (!t->woken) {
+        /* Lost: wake the sleepers by hand so that weft_run can return
+         * and the test report it. */
+        for (unsigned i = 0; i < weft__rt.nworkers; i++)
+            poller_wake(weft__rt.workers[i].poller);
+        EXPECT(weft_chan_recv(t->to_thread, &v) == 0);
+    }
+    return NULL;
+}
+
+START_TEST(worker_popped_while_joining_idle_list_wakes)
+{
+    if (migrating())
+        return; /* our yields would go to the stalled worker's inbox */
+    struct popped t = { weft_chan_new(sizeof(long), 0), weft_chan_new(sizeof(long), 1),
+                        0, 0, 0 };
+    atomic_store(&park_stall, 0);
+    atomic_store(&park_stall_armed, 1);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, popped_thread, &t), 0);
+    run(2, popped_main, &t);
+    pthread_join(th, NULL);
+    atomic_store(&park_stall_armed, 0);
+    ck_assert_msg(t.stalled, "no worker joined the idle list");
+    ck_assert_msg(t.popped, "the stalled worker was not woken");
+    ck_assert_msg(t.woken, "a fiber readied by a plain thread never ran");
+    weft_chan_free(t.to_main);
+    weft_chan_free(t.to_thread);
+}
+END_TEST
+
+/* ---- a run that ends while a plain thread is still waking ------------- */
+
+/* A plain thread readies the main fiber (a channel send), which returns at
+ * once and so ends the run, possibly before the thread's wake-up of a
+ * worker is over: weft_run must not free what that wake-up reads (the
+ * sanitizer builds catch a use after free). Many rounds, to meet the
+ * race. */
+struct ending {
+    weft_chan  *c;
+    _Atomic int got;
+};
+
+static void *ending_sender(void *arg)
+{
+    struct ending *e = arg;
+    long v = 1;
+    EXPECT(weft_chan_send(e->c, &v) == 0);
+    return NULL;
+}
+
+static void ending_main(void *arg)
+{
+    struct ending *e = arg;
+    long v = 0;
+    EXPECT(weft_chan_recv(e->c, &v) == 0 && v == 1);
+    atomic_fetch_add(&e->got, 1);
+}
+
+START_TEST(run_ends_while_plain_thread_wakes)
+{
+    long rounds = sized(200);
+    struct ending e = { weft_chan_new(sizeof(long), 0), 0 };
+    for (long i = 0; i < rounds; i++) {
+        pthread_t th;
+        ck_assert_int_eq(pthread_create(&th, NULL, ending_sender, &e), 0);
+        run(2, ending_main, &e);
+        pthread_join(th, NULL);
+    }
+    ck_assert_int_eq(atomic_load(&e.got), rounds);
+    weft_chan_free(e.c);
+}
+END_TEST
+
 /* ---- no stack to be had: EAGAIN, then recovery ------------------------ */
 
 #if !WEFT__ASAN && !WEFT__TSAN /* sanitizers reserve terabytes of address space */
@@ -1411,6 +1600,8 @@ static Suite *sched_suite(void)
     tcase_add_test(tc, sleep_precision_idle);
     tc = tcase(s, "threads");
     tcase_add_test(tc, spawn_and_join_from_plain_threads);
+    tcase_add_test(tc, worker_popped_while_joining_idle_list_wakes);
+    tcase_add_test(tc, run_ends_while_plain_thread_wakes);
     tc = tcase(s, "internals");
     tcase_add_test(tc, timer_heap_order);
     tcase_add_test(tc, poller_wait_and_wake);

@@ -137,11 +137,13 @@ struct weft_fiber *weft__global_take(struct deque *d, unsigned max)
 int weft__submit_foreign(struct weft_fiber *f)
 {
     f->link = NULL;
+    weft__foreign_enter();
     pthread_mutex_lock(&weft__rt.gq_lock);
     /* Under gq_lock, like the final termination check: either that check
      * counts this fiber, or we see the shutdown it decided on. */
     if (atomic_load_explicit(&weft__rt.shutdown, memory_order_relaxed)) {
         pthread_mutex_unlock(&weft__rt.gq_lock);
+        weft__foreign_leave();
         return -EPERM;
     }
     /* Relaxed: read under gq_lock by the termination check, or after an
@@ -150,6 +152,7 @@ int weft__submit_foreign(struct weft_fiber *f)
     singles_append(f, f, 1);
     pthread_mutex_unlock(&weft__rt.gq_lock);
     weft__wakep();
+    weft__foreign_leave();
     return 0;
 }
 

@@ -8,6 +8,7 @@
 #include "sched/trace.h"
 #include "sched/fence.h"
 
+#include <sched.h>
 #include <stdint.h>
 
 #define STEAL_ROUNDS 4
@@ -132,14 +133,23 @@ void weft__wakep(void)
     poller_wake(v->poller);
 }
 
-/* P5: anything a waker could have published? Owner worker, after
- * poller_prepare. */
+void weft__foreign_quiesce(void)
+{
+    /* Acquire: pairs with weft__foreign_leave's release. A waker is in a
+     * short stretch that never blocks (a lock, an eventfd write), so
+     * giving up the CPU until it is out is enough. */
+    while (atomic_load_explicit(&weft__rt.foreign_wakers, memory_order_acquire))
+        sched_yield();
+}
+
+/* P5: anything a waker could have published? Owner worker, after P4. */
 static int work_visible(struct worker *w)
 {
-    /* Relaxed loads throughout: they follow the seq_cst fence in
-     * poller_prepare, and every publication they look for is a seq_cst
-     * operation or followed by a seq_cst fence, so by the fence rules of
-     * C11 each load sees the publication if it preceded our fence. */
+    /* Relaxed loads throughout: they follow the seq_cst fences of P3
+     * (poller_prepare) and after P4, and every publication they look for
+     * is a seq_cst operation or followed by a seq_cst fence, so by the
+     * fence rules of C11 each load sees the publication if it preceded
+     * our fence. */
     if (atomic_load_explicit(&weft__rt.gq_len, memory_order_relaxed) ||
         atomic_load_explicit(&w->inbox_len, memory_order_relaxed))
         return 1;
@@ -177,15 +187,31 @@ int weft__idle(struct worker *w)
     /* P2. */
     if (weft__check_termination())
         return 1;
-    /* P3. */
+    /* P3, before P4: from the moment a waker can pop us (W3), our
+     * poller must be PARKING, so that its W4 writes the eventfd.
+     * (Announced after joining the list, a waker could pop us in between,
+     * find RUNNING and write nothing; if the work it published was taken
+     * elsewhere before our P5, we slept at P6 holding the nsearching
+     * count W2 added for us, and every later W1 stopped at it: work
+     * readied by plain threads then waited for ever.) Our store of
+     * PARKING is sequenced before the unlock at P4, and the waker's load
+     * of the state after its lock, so it reads PARKING, NOTIFIED (another
+     * waker wrote), or RUNNING from our own cancel or P6 return, after
+     * which P7 finds handed_search. */
+    poller_prepare(w->poller);
+    /* P4. */
     pthread_mutex_lock(&weft__rt.idle_lock);
     w->idle_pos = (int)weft__rt.nidle;
     weft__rt.idle[weft__rt.nidle++] = w;
     /* seq_cst: pairs with W1's load of nparked. */
     atomic_fetch_add_explicit(&weft__rt.nparked, 1, memory_order_seq_cst);
     pthread_mutex_unlock(&weft__rt.idle_lock);
-    /* P4. */
-    poller_prepare(w->poller);
+    /* seq_cst fence: orders the add above before P5's relaxed loads.
+     * Either W1's load of nparked comes after the add in the seq_cst
+     * order (and the waker goes on to W2), or the waker's publication
+     * precedes this fence and P5 sees it. poller_prepare's fence, now
+     * before the add, cannot do this. */
+    weft__fence_seq_cst();
     /* P5. seq_cst load of shutdown: pairs with the seq_cst store in
      * weft__check_termination. */
     if (atomic_load_explicit(&weft__rt.shutdown, memory_order_seq_cst) || work_visible(w)) {

@@ -353,6 +353,9 @@ static int run(const weft_config *cfg)
     /* Before anything a pool thread's last weft__ready may touch (the
      * global queue, the idle list, the pollers) is torn down. */
     weft__blocking_stop();
+    /* And before any plain thread's (a fiber it readied may have ended
+     * the run while it was still waking a worker). */
+    weft__foreign_quiesce();
     /* The run's totals for weft_stats_get; then no reader may start on
      * the workers (report_lock orders this against the readers). */
     weft__stats_keep();

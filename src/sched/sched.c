@@ -123,8 +123,10 @@
  *  P2 Termination check (runtime.c), after a seq_cst fence (two workers
  *     counting their last exits together must not both miss the other):
  *     if every fiber has exited, shut down and wake every parked worker.
- *  P3 Under idle_lock: push self on the idle list, nparked++ (seq_cst).
- *  P4 poller_prepare: state PARKING, then a seq_cst fence.
+ *  P3 poller_prepare: state PARKING, then a seq_cst fence. Before P4:
+ *     a waker may pop us from the moment we are on the list (W3).
+ *  P4 Under idle_lock: push self on the idle list, nparked++ (seq_cst);
+ *     then a seq_cst fence.
  *  P5 Re-check everything a waker could have published: the global queue,
  *     the own inbox, every deque, the shutdown flag. If anything is there:
  *     poller_cancel, leave the idle list (P7), become searching, go to S2.
@@ -146,16 +148,25 @@
  *  W3 Under idle_lock pop a parked worker (nparked--) and mark it
  *     handed_search. If there is none, nsearching-- and stop: the worker
  *     that left the list is awake and searching.
- *  W4 poller_wake it: one eventfd write, only if it is in P4..P6.
+ *  W4 poller_wake it: one eventfd write, only if it is in P3..P6.
  * Why no wake-up is lost (I5): a worker can only sleep at P6 after
- * registering at P3 and fencing at P4. A waker publishes, then reads
+ * registering at P4 and fencing after it. A waker publishes, then reads
  * nsearching and nparked after a seq_cst operation. Either the waker's
- * reads come after the sleeper's P3/P4 in the seq_cst order, so it sees
+ * reads come after the sleeper's P4 in the seq_cst order, so it sees
  * nparked > 0 and goes on to W2; or they come before, and the sleeper's
  * P5 re-check comes after the publication and sees the work. If W1 or W2
  * stop because nsearching > 0, the searcher counted there has not yet
  * done its P1 decrement (the read saw it), so its P5 re-check comes after
- * the publication and sees the work. poller_prepare/poller_wake use the
+ * the publication and sees the work. That includes a worker popped at
+ * W3, which holds the count W2 added and so must not sleep through its
+ * wake-up even when the work it was woken for is taken elsewhere before
+ * its P5: it announced PARKING (P3) before joining the list (P4), and the
+ * waker loads its poller state after popping it under idle_lock, so W4
+ * writes the eventfd (or the worker is past P5/P6 already, and P7 makes
+ * it a searcher). The other order, joining and then announcing, let a
+ * waker pop a worker in between and write nothing; that worker slept
+ * holding nsearching = 1, every later W1 stopped there, and work readied
+ * by plain threads waited for ever. poller_prepare/poller_wake use the
  * same argument between one waker and one sleeper's poller state (the
  * debug mode's inbox pushes, the shutdown broadcast).
  *
@@ -677,9 +688,11 @@ void weft__ready(struct weft_fiber *f)
 {
     struct worker *w = weft__worker_self();
     if (!w) {
+        weft__foreign_enter();
         weft__fstate_set(f, FS_RUNNABLE, weft__now_ms());
         weft__global_push(f);
         weft__wakep(); /* the push published with a seq_cst add */
+        weft__foreign_leave();
         return;
     }
     weft__ready_local(w, f);

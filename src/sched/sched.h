@@ -332,6 +332,9 @@ struct weft__runtime {
     struct weft_fiber *gq_singles, *gq_singles_tail; /* with gq_lock       */
     _Atomic size_t    gq_len;        /* fibers in both; written with gq_lock */
     _Atomic uint64_t  foreign_spawned; /* fibers spawned off-worker        */
+    /* Threads that are not workers between publishing a fiber to the
+     * global queue and the end of their weft__wakep (weft__foreign_*). */
+    _Atomic unsigned  foreign_wakers;
 
     /* Free control blocks beyond the workers' magazines (fiber.c): full
      * batches, linked through their first block's arg. */
@@ -451,6 +454,28 @@ int  weft__idle(struct worker *w);
  * followed by a seq_cst fence): if nobody searches and someone is parked,
  * wake exactly one parked worker. Any thread. */
 void weft__wakep(void);
+/* A thread that is not a worker brackets its publication of a fiber and
+ * the weft__wakep after it with these, so that weft_run, which frees what
+ * weft__wakep touches (the idle list, the pollers), waits for it: once the
+ * fiber is published it may run, end, and end the run before the waker
+ * has finished waking. Any thread. */
+static inline void weft__foreign_enter(void)
+{
+    /* Relaxed: the publication that follows is a release operation (a
+     * seq_cst add, or gq_lock's unlock), so whoever takes the fiber, and
+     * hence the end of the run that follows the fiber's exit, sees this
+     * count. */
+    atomic_fetch_add_explicit(&weft__rt.foreign_wakers, 1, memory_order_relaxed);
+}
+static inline void weft__foreign_leave(void)
+{
+    /* Release: our wake-up's reads of the idle list and pollers happen
+     * before weft_run's acquire load that sees the count drop. */
+    atomic_fetch_sub_explicit(&weft__rt.foreign_wakers, 1, memory_order_release);
+}
+/* Wait until no thread is between weft__foreign_enter and _leave. The
+ * thread ending weft_run, after every fiber has ended. */
+void weft__foreign_quiesce(void);
 
 /* Per-worker xorshift; owner only. */
 static inline uint64_t weft__rand(struct worker *w)
