@@ -44,6 +44,13 @@ they never compete for a CPU. Counts that would leave the client fewer
 than N CPUs are left out (when that is all of them, the rows say
 skipped=needs-2N-cpus). RLIMIT_NOFILE's soft limit is raised to the hard
 limit for every program, for the many connections.
+
+--rounds R runs the whole selection R times over, so that every
+implementation's runs are interleaved with its peers' (on a shared machine
+a single run of each can land in a noisy minute that the others missed),
+and reports for each row the median over the rounds of each number
+(value, median, p50_us, p99_us), with rounds=R and the lowest and highest
+value as min= and max=. A row that failed in any round stays failed.
 """
 
 import argparse
@@ -55,6 +62,7 @@ import re
 import resource
 import select
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -433,6 +441,44 @@ def run_suite(build, worker_counts, quick, only, timeout):
     return collected, any_failed
 
 
+def plain_number(v):
+    """v as a bench= line writes numbers: no separators, at most 2 decimals."""
+    text = f"{v:.2f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def combine_rounds(rounds):
+    """One line per (bench, impl, workers, variant) out of R rounds' lines:
+    the median of each numeric field, rounds=, min= and max= of value."""
+    groups, order = {}, []
+    for lines in rounds:
+        for l in lines:
+            key = (l["bench"], l["impl"], l.get("workers"), l.get("conns"), l.get("n"))
+            if key not in groups:
+                groups[key] = []
+                order.append(key)
+            groups[key].append(l)
+    out = []
+    for key in order:
+        ls = groups[key]
+        bad = [l for l in ls if "failed" in l or "skipped" in l]
+        if bad:
+            out.append(bad[0])
+            continue
+        merged = dict(ls[0])
+        for field in ("value", "median", "p50_us", "p99_us"):
+            vals = sorted(number(l[field]) for l in ls
+                          if field in l and number(l[field]) is not None)
+            if vals:
+                merged[field] = plain_number(statistics.median(vals))
+        vals = sorted(number(l["value"]) for l in ls if number(l.get("value", "")) is not None)
+        if vals:
+            merged["min"], merged["max"] = plain_number(vals[0]), plain_number(vals[-1])
+        merged["rounds"] = str(len(ls))
+        out.append(merged)
+    return out
+
+
 # ---- the report --------------------------------------------------------------
 
 def number(text):
@@ -663,6 +709,9 @@ def main():
     ap.add_argument("--only", help="run only these benchmarks (comma-separated names)")
     ap.add_argument("--timeout", type=float, default=3600,
                     help="seconds one program may run (default 3600)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the selection this many times, interleaved, "
+                    "and report medians (default 1)")
     args = ap.parse_args()
 
     build = os.path.abspath(args.build)
@@ -687,7 +736,16 @@ def main():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     info = machine_info(build, worker_counts, args.quick)
-    lines, failed = run_suite(build, worker_counts, args.quick, only, args.timeout)
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    rounds, failed = [], False
+    for r in range(args.rounds):
+        if args.rounds > 1:
+            log(f"== round {r + 1} of {args.rounds}")
+        lines, round_failed = run_suite(build, worker_counts, args.quick, only, args.timeout)
+        rounds.append(lines)
+        failed = failed or round_failed
+    lines = rounds[0] if args.rounds == 1 else combine_rounds(rounds)
     write_report(args.out, lines, info)
     log(f"run.py: results in {args.out}/results.{{txt,md,png}}"
         + (" (some benchmarks FAILED)" if failed else ""))
