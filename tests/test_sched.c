@@ -674,15 +674,21 @@ static void overflow_child(void)
     _exit(7); /* not reached */
 }
 
+/* child, run in a process of its own, must die of SIGABRT after an
+ * overflow report that matches pattern. */
+static void expect_overflow_report(void (*child)(void), const char *pattern)
+{
+    struct child_result r = run_in_child(child);
+    ck_assert_msg(r.signaled && r.sig == SIGABRT, "signaled=%d sig=%d status=%d, stderr: %s",
+                  r.signaled, r.sig, r.status, r.err);
+    ck_assert_msg(matches(r.err, pattern), "stderr: %s", r.err);
+}
+
 START_TEST(in_place_overflow_names_the_child)
 {
     if (skip_under_valgrind() || WEFT__ASAN)
         return; /* ASan reports stack overflows itself */
-    struct child_result r = run_in_child(overflow_child);
-    ck_assert_msg(r.signaled && r.sig == SIGABRT, "signaled=%d sig=%d status=%d, stderr: %s",
-                  r.signaled, r.sig, r.status, r.err);
-    ck_assert_msg(matches(r.err, "weft: stack overflow in fiber [0-9]+ 'deep end'"),
-                  "stderr: %s", r.err);
+    expect_overflow_report(overflow_child, "weft: stack overflow in fiber [0-9]+ 'deep end'");
 }
 END_TEST
 
@@ -768,11 +774,8 @@ START_TEST(successor_overflow_names_the_successor)
 {
     if (skip_under_valgrind() || WEFT__ASAN || migrating())
         return; /* ASan reports stack overflows itself */
-    struct child_result r = run_in_child(successor_overflow_child);
-    ck_assert_msg(r.signaled && r.sig == SIGABRT, "signaled=%d sig=%d status=%d, stderr: %s",
-                  r.signaled, r.sig, r.status, r.err);
-    ck_assert_msg(matches(r.err, "weft: stack overflow in fiber [0-9]+ 'second'"),
-                  "stderr: %s", r.err);
+    expect_overflow_report(successor_overflow_child,
+                           "weft: stack overflow in fiber [0-9]+ 'second'");
 }
 END_TEST
 
