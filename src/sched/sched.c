@@ -613,6 +613,14 @@ static void switch_away(struct worker *w, struct weft_fiber *self,
     after_switch();
 }
 
+/* The context running on this thread, written after a call that may have
+ * moved us to another thread: not inlined, so the TLS address is taken
+ * afresh (as weft__worker_self's). */
+static __attribute__((noinline)) void set_ctx_running(weft__ctx *c)
+{
+    weft__ctx_running = c;
+}
+
 /* self has ended and next, just picked, has not started and wants a stack
  * of the same size: next takes over self's stack and its context (guard
  * or canary, sanitizer state), and starts in the frame self's entry
@@ -630,7 +638,7 @@ static struct weft_fiber *succeed(struct worker *w, struct weft_fiber *self,
 #endif
     w->current = next;
     mark_running(w, next);
-    weft__ctx_running = &next->ctx;
+    set_ctx_running(&next->ctx); /* self's function may have moved us */
     weft__fiber_finish(w, self, 0);
     weft__count(&w->nswitch);
     rt_leave(w, 0);
@@ -786,14 +794,6 @@ static int take_unstarted(struct worker *w, struct weft_fiber *f)
     }
     rt_leave(w, outer);
     return taken;
-}
-
-/* The context running on this thread, written after a call that may have
- * moved us to another thread: not inlined, so the TLS address is taken
- * afresh (as weft__worker_self's). */
-static __attribute__((noinline)) void set_ctx_running(weft__ctx *c)
-{
-    weft__ctx_running = c;
 }
 
 /* Bytes a child run inline needs on top of its own stack size: the frames
