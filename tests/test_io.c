@@ -708,11 +708,15 @@ static void errors_main(void *arg)
     EXPECT(weft_fd_timeouts(-1, 0, 0) == -EBADF);
     EXPECT(weft_accept(-1, NULL, NULL) == -EBADF);
     EXPECT(weft_connect(-1, NULL, 0) == -EBADF);
-    /* A number that is not open. */
+    /* A number that is not open. Far above the fds in use: the kernel
+     * hands out the lowest free number, and other threads of the process
+     * (the runtime's monitor, while it starts) may open fds meanwhile, so
+     * a low number just closed could be reused before we try it. */
     int p[2];
     EXPECT(pipe(p) == 0);
-    int dead = p[0];
-    EXPECT(weft_close(p[0]) == 0);
+    int dead = fcntl(p[0], F_DUPFD_CLOEXEC, 900);
+    EXPECT(dead >= 900);
+    EXPECT(weft_close(dead) == 0);
     EXPECT(weft_read(dead, buf, 1) == -EBADF);
     EXPECT(weft_close(dead) == -EBADF);
     EXPECT(weft_wait_fd(dead, POLLIN, 0) == -EBADF);
@@ -724,6 +728,7 @@ static void errors_main(void *arg)
     EXPECT(weft_accept(p[1], NULL, NULL) == -ENOTSOCK);
     struct sockaddr_in a = { .sin_family = AF_INET };
     EXPECT(weft_connect(p[1], (struct sockaddr *)&a, sizeof a) == -ENOTSOCK);
+    EXPECT(weft_close(p[0]) == 0);
     EXPECT(weft_close(p[1]) == 0);
     /* A regular file: plain calls. */
     char path[] = "/tmp/weft-test-io-XXXXXX";
