@@ -532,6 +532,77 @@ START_TEST(close_while_waiting)
 }
 END_TEST
 
+/* ---- calls on a known fd (fd.c's fast path) --------------------------------- */
+
+/* The first read makes the fd known in the run; the second parks on the
+ * fast path and must still see the close. */
+static void *known_reader(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char c = 0;
+    EXPECT(weft_read(fd, &c, 1) == 1 && c == 'k');
+    EXPECT(weft_read(fd, &c, 1) == -EBADF);
+    return NULL;
+}
+
+static void known_fd_main(void *arg)
+{
+    (void)arg;
+    const int64_t ms = 1000000;
+    int sv[2];
+    EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    EXPECT(write(sv[1], "k", 1) == 1);
+    weft_fiber *f = weft_spawn(known_reader, (void *)(intptr_t)sv[0]);
+    wait_parked(sv[0], NP_READ);
+    EXPECT(weft_close(sv[0]) == 0);
+    EXPECT(weft_join(f, NULL) == 0);
+    EXPECT(weft_close(sv[1]) == 0);
+
+    /* Every wrapper, byte-exact, once the fds are known. */
+    EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    char b[8] = { 0 };
+    for (int round = 0; round < 2; round++) {
+        EXPECT(weft_write(sv[0], "ab", 2) == 2);
+        EXPECT(weft_read(sv[1], b, 2) == 2 && memcmp(b, "ab", 2) == 0);
+        struct iovec out[2] = { { "cd", 2 }, { "efg", 3 } };
+        EXPECT(weft_writev(sv[1], out, 2) == 5);
+        char x[2], y[3];
+        struct iovec in[2] = { { x, 2 }, { y, 3 } };
+        EXPECT(weft_readv(sv[0], in, 2) == 5);
+        EXPECT(memcmp(x, "cd", 2) == 0 && memcmp(y, "efg", 3) == 0);
+        EXPECT(weft_send(sv[0], "hij", 3, 0) == 3);
+        EXPECT(weft_recv(sv[1], b, sizeof b, 0) == 3 && memcmp(b, "hij", 3) == 0);
+        EXPECT(weft_sendto(sv[1], "kl", 2, 0, NULL, 0) == 2);
+        EXPECT(weft_recvfrom(sv[0], b, sizeof b, 0, NULL, NULL) == 2 && memcmp(b, "kl", 2) == 0);
+    }
+    /* MSG_DONTWAIT reports EAGAIN instead of waiting. */
+    EXPECT(weft_recv(sv[1], b, sizeof b, MSG_DONTWAIT) == -EAGAIN);
+    static char junk[65536];
+    ssize_t r;
+    while ((r = weft_send(sv[0], junk, sizeof junk, MSG_DONTWAIT)) > 0)
+        ;
+    EXPECT(r == -EAGAIN);
+    /* Per-fd timeouts apply in both directions, and the fd stays usable. */
+    EXPECT(weft_fd_timeouts(sv[0], 5 * ms, 5 * ms) == 0);
+    EXPECT(weft_write(sv[0], "m", 1) == -ETIMEDOUT);
+    EXPECT(weft_read(sv[0], b, 1) == -ETIMEDOUT);
+    while (weft_recv(sv[1], junk, sizeof junk, MSG_DONTWAIT) > 0)
+        ;
+    EXPECT(weft_write(sv[0], "n", 1) == 1);
+    EXPECT(weft_read(sv[1], b, 1) == 1 && b[0] == 'n');
+    /* A bad buffer is the kernel's -EFAULT, not a crash. */
+    EXPECT(weft_write(sv[1], "o", 1) == 1);
+    EXPECT(weft_read(sv[0], (void *)8, 1) == -EFAULT);
+    EXPECT(weft_close(sv[0]) == 0);
+    EXPECT(weft_close(sv[1]) == 0);
+}
+
+START_TEST(known_fd_calls)
+{
+    run(2, known_fd_main, NULL);
+}
+END_TEST
+
 /* ---- dual waits, stale timers ------------------------------------------------ */
 
 static void *dual_waiter(void *arg)
@@ -902,6 +973,7 @@ static Suite *io_suite(void)
     tcase_add_test(tc, timeouts);
     tcase_add_test(tc, timeout_race);
     tcase_add_test(tc, close_while_waiting);
+    tcase_add_test(tc, known_fd_calls);
     tcase_add_test(tc, dual_wait_and_stale_timers);
     tcase_add_test(tc, migrate_between_waits);
     tcase_add_test(tc, busy_worker_polls);

@@ -52,6 +52,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -66,35 +68,22 @@
 /* ---- the fd table ---------------------------------------------------------- */
 
 /*
- * Two levels: a fixed array of chunk pointers, each chunk NP_CHUNK
- * descriptors. Readers index it without a lock (an acquire load of the
- * chunk pointer); chunks are made under table_lock and never freed, so a
- * descriptor's address is stable for the life of the process (reachable
- * from here, so LeakSanitizer does not count it). Unlike one array grown
- * by realloc, nothing a reader holds can move.
+ * Two levels (netpoll.h): a fixed array of chunk pointers, each chunk
+ * NP_CHUNK descriptors. Readers index it without a lock (an acquire load
+ * of the chunk pointer); chunks are made under table_lock and never
+ * freed, so a descriptor's address is stable for the life of the process
+ * (reachable from here, so LeakSanitizer does not count it). Unlike one
+ * array grown by realloc, nothing a reader holds can move.
  */
-#define NP_CHUNK_SHIFT 10
-#define NP_CHUNK       (1u << NP_CHUNK_SHIFT)
-#define NP_CHUNKS      4096u
-
-static _Atomic(struct np_desc *) table[NP_CHUNKS];
+_Atomic(struct np_desc *) weft__np_table[NP_CHUNKS];
+_Static_assert(offsetof(struct np_desc, timeout) + sizeof(((struct np_desc *)0)->timeout) <= 64,
+               "the fields every call touches share one cache line");
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Current run; bumped when a runtime stops, so registrations in the
  * closed epolls are redone. Relaxed everywhere: it changes only while no
  * worker runs, and thread creation/join order it against every reader. */
-static _Atomic uint32_t np_epoch = 1;
-
-struct np_desc *np_lookup(int fd)
-{
-    if (fd < 0 || (unsigned)fd >= NP_CHUNK * NP_CHUNKS)
-        return NULL;
-    /* Acquire: pairs with the release in np_get, publishing the chunk's
-     * initialized descriptors. */
-    struct np_desc *c = atomic_load_explicit(&table[(unsigned)fd >> NP_CHUNK_SHIFT],
-                                             memory_order_acquire);
-    return c ? &c[(unsigned)fd & (NP_CHUNK - 1)] : NULL;
-}
+_Atomic uint32_t weft__np_epoch = 1;
 
 struct np_desc *np_get(int fd)
 {
@@ -104,16 +93,17 @@ struct np_desc *np_get(int fd)
     unsigned ci = (unsigned)fd >> NP_CHUNK_SHIFT;
     pthread_mutex_lock(&table_lock);
     /* Relaxed: with table_lock held, which orders the writers. */
-    struct np_desc *c = atomic_load_explicit(&table[ci], memory_order_relaxed);
+    struct np_desc *c = atomic_load_explicit(&weft__np_table[ci], memory_order_relaxed);
     if (!c) {
-        c = weft__calloc(NP_CHUNK * sizeof *c);
+        c = weft__aligned_alloc(_Alignof(struct np_desc), NP_CHUNK * sizeof *c);
         if (c) {
+            memset(c, 0, NP_CHUNK * sizeof *c);
             for (unsigned i = 0; i < NP_CHUNK; i++) {
                 pthread_mutex_init(&c[i].lock, NULL);
                 c[i].fd = (int)((ci << NP_CHUNK_SHIFT) | i);
             }
             /* Release: pairs with the acquire in np_lookup. */
-            atomic_store_explicit(&table[ci], c, memory_order_release);
+            atomic_store_explicit(&weft__np_table[ci], c, memory_order_release);
         }
     }
     pthread_mutex_unlock(&table_lock);
@@ -122,7 +112,7 @@ struct np_desc *np_get(int fd)
 
 static uint32_t epoch_now(void)
 {
-    return atomic_load_explicit(&np_epoch, memory_order_relaxed);
+    return atomic_load_explicit(&weft__np_epoch, memory_order_relaxed);
 }
 
 int np_prepare(struct np_desc *pd, struct worker *w)
@@ -357,8 +347,8 @@ void weft__netpoll_stop(void)
             t = next;
         }
     }
-    /* Relaxed: see np_epoch. */
-    atomic_fetch_add_explicit(&np_epoch, 1, memory_order_relaxed);
+    /* Relaxed: see weft__np_epoch. */
+    atomic_fetch_add_explicit(&weft__np_epoch, 1, memory_order_relaxed);
 }
 
 /* ---- waiting ------------------------------------------------------------ */
@@ -458,7 +448,10 @@ static unsigned consume_ready(struct np_desc *pd, unsigned mask)
     unsigned got = 0;
     for (int d = 0; d < 2; d++) {
         uintptr_t e = NP_READY;
-        if ((mask & (1u << d)) && atomic_compare_exchange_strong(&pd->slot[d], &e, NP_NONE))
+        /* The load first: a failed CAS costs as much as a successful one,
+         * and most waits find no edge pending. */
+        if ((mask & (1u << d)) && atomic_load(&pd->slot[d]) == NP_READY &&
+            atomic_compare_exchange_strong(&pd->slot[d], &e, NP_NONE))
             got |= 1u << d;
     }
     return got;

@@ -38,7 +38,9 @@ enum { NP_UNKNOWN = 0, NP_POLLABLE = 1, NP_PLAIN = 2 };
  * nb_set the runtime turned O_NONBLOCK on (plain threads then poll()).
  */
 struct np_desc {
-    _Atomic uintptr_t slot[2];
+    /* What every call and every edge touches comes first, in one cache
+     * line (the table's chunks are line-aligned): slot to timeout. */
+    _Alignas(64) _Atomic uintptr_t slot[2];
     _Atomic uint32_t  state;
     _Atomic uint32_t  gen;
     _Atomic int64_t   timeout[2];  /* per-fd read/write timeouts, ns; 0: none */
@@ -48,11 +50,46 @@ struct np_desc {
     int               fd;
 };
 
+/*
+ * The fd table: a fixed array of chunk pointers, each chunk NP_CHUNK
+ * descriptors (netpoll.c). Here so that the fd wrappers' fast path can
+ * index it inline.
+ */
+#define NP_CHUNK_SHIFT 10
+#define NP_CHUNK       (1u << NP_CHUNK_SHIFT)
+#define NP_CHUNKS      4096u
+
+extern _Atomic(struct np_desc *) weft__np_table[NP_CHUNKS];
+/* The current run's epoch (see np_desc.state). */
+extern _Atomic uint32_t weft__np_epoch;
+
 /* The descriptor for fd, made on first use; NULL if fd < 0 or beyond the
  * table (4M fds) or out of memory. Any thread. */
 struct np_desc *np_get(int fd);
+
 /* The descriptor for fd if one was ever made, else NULL. Any thread. */
-struct np_desc *np_lookup(int fd);
+static inline struct np_desc *np_lookup(int fd)
+{
+    if (fd < 0 || (unsigned)fd >= NP_CHUNK * NP_CHUNKS)
+        return NULL;
+    /* Acquire: pairs with the release in np_get, publishing the chunk's
+     * initialized descriptors. */
+    struct np_desc *c = atomic_load_explicit(&weft__np_table[(unsigned)fd >> NP_CHUNK_SHIFT],
+                                             memory_order_acquire);
+    return c ? &c[(unsigned)fd & (NP_CHUNK - 1)] : NULL;
+}
+
+/* 1 if pd is known in this run as an fd the netpoller watches (what
+ * np_prepare returned NP_POLLABLE for), so a fiber may call it and wait
+ * for its edges at once. Any thread. */
+static inline int np_known_pollable(struct np_desc *pd)
+{
+    /* Relaxed epoch: it changes only while no worker runs (netpoll.c).
+     * Acquire state: pairs with np_prepare's release, so the poller
+     * pointer and the fd's O_NONBLOCK set before it are visible. */
+    uint32_t cur = atomic_load_explicit(&weft__np_epoch, memory_order_relaxed);
+    return atomic_load_explicit(&pd->state, memory_order_acquire) == ((cur << 2) | NP_POLLABLE);
+}
 /* Make sure pd is known in this run: on first use, registers the fd in
  * w's poller and makes it non-blocking (NP_POLLABLE), or finds that epoll
  * cannot watch it (NP_PLAIN). Returns the kind or a negative errno
