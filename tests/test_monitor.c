@@ -11,12 +11,14 @@
  */
 #include <weft.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -689,6 +691,48 @@ START_TEST(overflow_report_has_details)
 }
 END_TEST
 
+/* ---- the monitor is up before main runs ---------------------------------- */
+
+/* 1 if a thread of this process is named weft-mon. Any thread. */
+static int monitor_thread_exists(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return 0;
+    int found = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], name[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (fgets(name, sizeof name, f) && strncmp(name, "weft-mon", 8) == 0)
+                found = 1;
+            fclose(f);
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+static void monitor_up_main(void *arg)
+{
+    (void)arg;
+    /* Its fds were opened before it was started: none can appear under
+     * main (a number main freed, or the gap between two fds main opens
+     * back to back, taken by the runtime). */
+    EXPECT(monitor_thread_exists());
+}
+
+START_TEST(monitor_up_before_main)
+{
+    for (int i = 0; i < 20; i++)
+        run(2, monitor_up_main, NULL);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("monitor");
@@ -700,6 +744,7 @@ static Suite *make_suite(void)
     tcase_add_test(t, takeover_io);
     tcase_add_test(t, takeover_inbox);
     tcase_add_test(t, spinning_fiber_does_not_stop_echo);
+    tcase_add_test(t, monitor_up_before_main);
     suite_add_tcase(s, t);
     TCase *w = tcase_create("watchdog");
     tcase_set_timeout(w, 60);

@@ -340,12 +340,14 @@ static int run(const weft_config *cfg)
         /* WEFT_TRACE: before the workers pass the start gate, so the
          * trace sees the whole run. */
         weft__trace_run_start();
+        /* The monitor (takeover, watchdog, weft-dump): the run goes on
+         * without it if it cannot start. Started before the gate opens,
+         * so the fds it opens (its eventfd, the dump socket) exist before
+         * main runs: opened later, they could take a number main had
+         * just freed, or land between two fds main opens in a row. */
+        weft__monitor_start();
     }
     pthread_mutex_unlock(&weft__rt.start_lock);
-    /* The monitor (takeover, watchdog, weft-dump): the run goes on
-     * without it if it cannot start. */
-    if (started == n)
-        weft__monitor_start();
     for (unsigned i = 0; i < started; i++)
         pthread_join(weft__rt.workers[i].thread, NULL);
     weft__monitor_stop();
