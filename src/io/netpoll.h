@@ -39,15 +39,15 @@ enum { NP_UNKNOWN = 0, NP_POLLABLE = 1, NP_PLAIN = 2 };
  */
 struct np_desc {
     /* What every call and every edge touches comes first, in one cache
-     * line (the table's chunks are line-aligned): slot to timeout. */
+     * line (the table's chunks are line-aligned): slot to fd. */
     _Alignas(64) _Atomic uintptr_t slot[2];
     _Atomic uint32_t  state;
     _Atomic uint32_t  gen;
     _Atomic int64_t   timeout[2];  /* per-fd read/write timeouts, ns; 0: none */
+    int               fd;
     _Atomic int       nb_set;
     struct poller    *poller;      /* registered in; with lock, valid with state */
     pthread_mutex_t   lock;        /* first use, close, dual waits */
-    int               fd;
 };
 
 /*

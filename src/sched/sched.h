@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "weft_internal.h"
@@ -94,8 +95,22 @@ enum weft__wait {
  * most fibers never arm one.
  */
 struct weft_fiber {
+    /* First line: what a park and a wake-up touch (the switch, the I/O
+     * queue, the registry words), so a parked fiber costs one cold line
+     * to wake and run, not two. */
     _Alignas(WEFT__CACHELINE) weft__ctx ctx;
     struct weft_fiber *link;       /* global queue, inbox, free list    */
+    /* The registry. */
+    _Atomic uint8_t    rstate;     /* enum weft__fstate                  */
+    _Atomic uint8_t    wait;       /* enum weft__wait while FS_PARKED    */
+    _Atomic uint16_t   worker;     /* the worker it last ran on          */
+    _Atomic uint32_t   since;      /* weft__coarse_ms() of the last change */
+    _Atomic uintptr_t  wait_obj;   /* see enum weft__wait                */
+    /* The kinds of its last 8 waits, newest in the low byte, for crash
+     * reports. Only the fiber itself touches it (weft__wait_reason, and
+     * a fatal-signal handler on its own thread). */
+    uint64_t           wait_hist;
+    /* Second line: start, end, names. */
     weft_fn            fn;
     void              *arg;        /* fn's argument; its result after   */
     union {                        /* ctx.owner points at `who`          */
@@ -108,22 +123,14 @@ struct weft_fiber {
     _Atomic uintptr_t  join;       /* join word, see fiber.c             */
     _Atomic int        claimed;    /* joined or detached already         */
     uint32_t           stack_kib;  /* asked for; 0: the runtime default  */
-    /* The registry. */
-    _Atomic uint8_t    rstate;     /* enum weft__fstate                  */
-    _Atomic uint8_t    wait;       /* enum weft__wait while FS_PARKED    */
-    _Atomic uint16_t   worker;     /* the worker it last ran on          */
-    _Atomic uint32_t   since;      /* weft__coarse_ms() of the last change */
-    _Atomic uintptr_t  wait_obj;   /* see enum weft__wait                */
     void              *spawn_pc;   /* return address of weft_spawn*'s caller */
     uint32_t           trace_gen;  /* trace session that has its name (trace.c) */
-    /* The kinds of its last 8 waits, newest in the low byte, for crash
-     * reports. Only the fiber itself touches it (weft__wait_reason, and
-     * a fatal-signal handler on its own thread). */
-    uint64_t           wait_hist;
 };
 #if !WEFT__ASAN && !WEFT__TSAN
 _Static_assert(sizeof(struct weft_fiber) == 2 * WEFT__CACHELINE,
                "a fiber's control block is two cache lines");
+_Static_assert(offsetof(struct weft_fiber, wait_hist) + sizeof(uint64_t) == WEFT__CACHELINE,
+               "a park and a wake-up touch only the first line");
 #endif
 
 /* Milliseconds on the weft_now clock, truncated to 32 bits: what the
