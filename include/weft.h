@@ -545,6 +545,10 @@ WEFT_EXPORT int weft_select(weft_select_case *cases, size_t n, int64_t timeout_n
  * caller made non-blocking itself still fails with -EAGAIN, as the plain
  * call would.
  *
+ * In a fiber, once an fd is known to the netpoller, the calls go to the
+ * kernel without libc's wrappers (outside sanitizer builds, on x86-64):
+ * errno is left alone, and they are not pthread cancellation points.
+ *
  * Rules: close an fd used with these calls through weft_close (a plain
  * close() followed by reuse of the number in the same run leaves the
  * table's registration stale, and waits on the new fd may never end). At

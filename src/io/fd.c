@@ -303,59 +303,53 @@ static __attribute__((noinline)) ssize_t sendto_slow(int fd, const void *buf, si
     return do_io(&c, NP_WRITE, (flags & MSG_DONTWAIT) != 0);
 }
 
+/*
+ * The fast path of one wrapper: if fast_begin applies, loop on the system
+ * call (`raw` and `libc` as in FAST_CALL) in direction dir and RETURN ITS
+ * RESULT FROM THE ENCLOSING WRAPPER; otherwise fall through to the
+ * wrapper's slow path.
+ */
+#define RETURN_FAST_PATH(fd, dir, nowait, raw, libc)                             \
+    do {                                                                      \
+        struct fast f_;                                                       \
+        if (fast_begin((fd), &f_)) {                                          \
+            for (;;) {                                                        \
+                ssize_t r_ = FAST_CALL(raw, libc);                            \
+                if (r_ >= 0 || (r_ = fast_retry(&f_, (dir), (nowait), r_)) < 0) \
+                    return r_;                                                \
+            }                                                                 \
+        }                                                                     \
+    } while (0)
+
 ssize_t weft_read(int fd, void *buf, size_t n)
 {
-    struct fast f;
-    if (fast_begin(fd, &f)) {
-        for (;;) {
-            ssize_t r = FAST_CALL(weft__syscall6(SYS_read, fd, (long)buf, (long)n, 0, 0, 0),
-                                  read(fd, buf, n));
-            if (r >= 0 || (r = fast_retry(&f, NP_READ, 0, r)) < 0)
-                return r;
-        }
-    }
+    RETURN_FAST_PATH(fd, NP_READ, 0,
+                     weft__syscall6(SYS_read, fd, (long)buf, (long)n, 0, 0, 0),
+                     read(fd, buf, n));
     return read_slow(fd, buf, n);
 }
 
 ssize_t weft_write(int fd, const void *buf, size_t n)
 {
-    struct fast f;
-    if (fast_begin(fd, &f)) {
-        for (;;) {
-            ssize_t r = FAST_CALL(weft__syscall6(SYS_write, fd, (long)buf, (long)n, 0, 0, 0),
-                                  write(fd, buf, n));
-            if (r >= 0 || (r = fast_retry(&f, NP_WRITE, 0, r)) < 0)
-                return r;
-        }
-    }
+    RETURN_FAST_PATH(fd, NP_WRITE, 0,
+                     weft__syscall6(SYS_write, fd, (long)buf, (long)n, 0, 0, 0),
+                     write(fd, buf, n));
     return write_slow(fd, buf, n);
 }
 
 ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt)
 {
-    struct fast f;
-    if (fast_begin(fd, &f)) {
-        for (;;) {
-            ssize_t r = FAST_CALL(weft__syscall6(SYS_readv, fd, (long)iov, iovcnt, 0, 0, 0),
-                                  readv(fd, iov, iovcnt));
-            if (r >= 0 || (r = fast_retry(&f, NP_READ, 0, r)) < 0)
-                return r;
-        }
-    }
+    RETURN_FAST_PATH(fd, NP_READ, 0,
+                     weft__syscall6(SYS_readv, fd, (long)iov, iovcnt, 0, 0, 0),
+                     readv(fd, iov, iovcnt));
     return vec_slow(fd, iov, iovcnt, OP_READV);
 }
 
 ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt)
 {
-    struct fast f;
-    if (fast_begin(fd, &f)) {
-        for (;;) {
-            ssize_t r = FAST_CALL(weft__syscall6(SYS_writev, fd, (long)iov, iovcnt, 0, 0, 0),
-                                  writev(fd, iov, iovcnt));
-            if (r >= 0 || (r = fast_retry(&f, NP_WRITE, 0, r)) < 0)
-                return r;
-        }
-    }
+    RETURN_FAST_PATH(fd, NP_WRITE, 0,
+                     weft__syscall6(SYS_writev, fd, (long)iov, iovcnt, 0, 0, 0),
+                     writev(fd, iov, iovcnt));
     return vec_slow(fd, iov, iovcnt, OP_WRITEV);
 }
 
@@ -364,17 +358,10 @@ ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt)
 static inline __attribute__((always_inline)) ssize_t
 recvfrom_inline(int fd, void *buf, size_t n, int flags, struct sockaddr *a, socklen_t *al)
 {
-    int nowait = (flags & MSG_DONTWAIT) != 0;
-    struct fast f;
-    if (fast_begin(fd, &f)) {
-        for (;;) {
-            ssize_t r = FAST_CALL(weft__syscall6(SYS_recvfrom, fd, (long)buf, (long)n, flags,
-                                                 (long)a, (long)al),
-                                  recvfrom(fd, buf, n, flags, a, al));
-            if (r >= 0 || (r = fast_retry(&f, NP_READ, nowait, r)) < 0)
-                return r;
-        }
-    }
+    RETURN_FAST_PATH(fd, NP_READ, (flags & MSG_DONTWAIT) != 0,
+                     weft__syscall6(SYS_recvfrom, fd, (long)buf, (long)n, flags,
+                                    (long)a, (long)al),
+                     recvfrom(fd, buf, n, flags, a, al));
     return recvfrom_slow(fd, buf, n, flags, a, al);
 }
 
@@ -385,16 +372,10 @@ sendto_inline(int fd, const void *buf, size_t n, int flags, const struct sockadd
      * killing the process, as a runtime that serves many peers needs. */
     int nowait = (flags & MSG_DONTWAIT) != 0;
     flags |= MSG_NOSIGNAL;
-    struct fast f;
-    if (fast_begin(fd, &f)) {
-        for (;;) {
-            ssize_t r = FAST_CALL(weft__syscall6(SYS_sendto, fd, (long)buf, (long)n, flags,
-                                                 (long)a, (long)al),
-                                  sendto(fd, buf, n, flags, a, al));
-            if (r >= 0 || (r = fast_retry(&f, NP_WRITE, nowait, r)) < 0)
-                return r;
-        }
-    }
+    RETURN_FAST_PATH(fd, NP_WRITE, nowait,
+                     weft__syscall6(SYS_sendto, fd, (long)buf, (long)n, flags,
+                                    (long)a, (long)al),
+                     sendto(fd, buf, n, flags, a, al));
     return sendto_slow(fd, buf, n, flags, a, al);
 }
 
