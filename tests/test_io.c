@@ -603,6 +603,64 @@ START_TEST(known_fd_calls)
 }
 END_TEST
 
+/* ---- a read after a short read waits for the edge (np_read_skips) -------- */
+
+struct late_write {
+    int fd;
+    int rfd;
+};
+
+static void *late_b_writer(void *arg)
+{
+    struct late_write *l = arg;
+    wait_parked(l->rfd, NP_READ);
+    EXPECT(weft_write(l->fd, "b", 1) == 1);
+    return NULL;
+}
+
+static void read_skip_main(void *arg)
+{
+    (void)arg;
+    const int64_t s = 1000000000;
+    int sv[2];
+    char b[100];
+    EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    EXPECT(weft_fd_timeouts(sv[0], 5 * s, 0) == 0);
+    EXPECT(weft_recv(sv[0], b, sizeof b, MSG_DONTWAIT) == -EAGAIN); /* known now */
+    struct np_desc *pd = np_lookup(sv[0]);
+    EXPECT(pd != NULL);
+    /* A short read: the next read skips its call and waits, and the
+     * write that comes later wakes it with the byte. */
+    EXPECT(write(sv[1], "a", 1) == 1);
+    EXPECT(weft_recv(sv[0], b, sizeof b, 0) == 1 && b[0] == 'a');
+    EXPECT(np_read_skips(pd));
+    struct late_write l = { sv[1], sv[0] };
+    weft_fiber *f = weft_spawn(late_b_writer, &l);
+    EXPECT(weft_recv(sv[0], b, sizeof b, 0) == 1 && b[0] == 'b');
+    EXPECT(weft_join(f, NULL) == 0);
+    /* A full read says nothing about what is left. */
+    EXPECT(write(sv[1], "cd", 2) == 2);
+    EXPECT(weft_read(sv[0], b, 1) == 1 && b[0] == 'c');
+    EXPECT(!np_read_skips(pd));
+    EXPECT(weft_read(sv[0], b, sizeof b) == 1 && b[0] == 'd');
+    /* Data and end of file, both delivered before the read that takes
+     * the data: that read is short, but end of file raises no further
+     * edge, so the next read must make its call (and get 0), not wait. */
+    EXPECT(write(sv[1], "e", 1) == 1);
+    EXPECT(close(sv[1]) == 0);
+    while (!atomic_load(&pd->rdhup))
+        weft_yield(); /* the worker's tick poll delivers the hang-up */
+    EXPECT(weft_recv(sv[0], b, sizeof b, 0) == 1 && b[0] == 'e');
+    EXPECT(weft_recv(sv[0], b, sizeof b, 0) == 0);
+    EXPECT(weft_close(sv[0]) == 0);
+}
+
+START_TEST(read_after_short_read)
+{
+    run(1, read_skip_main, NULL);
+}
+END_TEST
+
 /* ---- dual waits, stale timers ------------------------------------------------ */
 
 static void *dual_waiter(void *arg)
@@ -973,6 +1031,7 @@ static Suite *io_suite(void)
     tcase_add_test(tc, timeout_race);
     tcase_add_test(tc, close_while_waiting);
     tcase_add_test(tc, known_fd_calls);
+    tcase_add_test(tc, read_after_short_read);
     tcase_add_test(tc, dual_wait_and_stale_timers);
     tcase_add_test(tc, migrate_between_waits);
     tcase_add_test(tc, busy_worker_polls);

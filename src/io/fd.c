@@ -321,9 +321,35 @@ static __attribute__((noinline)) ssize_t sendto_slow(int fd, const void *buf, si
         }                                                                     \
     } while (0)
 
+/*
+ * RETURN_FAST_PATH for a read of `asked` bytes on a stream socket's
+ * terms: when the last short read left the socket empty and no edge has
+ * come since (np_read_skips), a call that may wait (skip_ok) waits for
+ * the edge at once instead of failing with EAGAIN first. Every call
+ * records what it found (np_read_done).
+ */
+#define RETURN_FAST_READ(fd, skip_ok, nowait, asked, raw, libc)                  \
+    do {                                                                      \
+        struct fast f_;                                                       \
+        if (fast_begin((fd), &f_)) {                                          \
+            for (;;) {                                                        \
+                ssize_t r_;                                                   \
+                uint32_t e_ = np_read_edges(f_.pd);                           \
+                if ((skip_ok) && np_read_skips(f_.pd)) {                      \
+                    r_ = -EAGAIN;                                             \
+                } else {                                                      \
+                    r_ = FAST_CALL(raw, libc);                                \
+                    np_read_done(f_.pd, e_, r_, (asked));                     \
+                }                                                             \
+                if (r_ >= 0 || (r_ = fast_retry(&f_, NP_READ, (nowait), r_)) < 0) \
+                    return r_;                                                \
+            }                                                                 \
+        }                                                                     \
+    } while (0)
+
 ssize_t weft_read(int fd, void *buf, size_t n)
 {
-    RETURN_FAST_PATH(fd, NP_READ, 0,
+    RETURN_FAST_READ(fd, 1, 0, n,
                      weft__syscall6(SYS_read, fd, (long)buf, (long)n, 0, 0, 0),
                      read(fd, buf, n));
     return read_slow(fd, buf, n);
@@ -358,7 +384,11 @@ ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt)
 static inline __attribute__((always_inline)) ssize_t
 recvfrom_inline(int fd, void *buf, size_t n, int flags, struct sockaddr *a, socklen_t *al)
 {
-    RETURN_FAST_PATH(fd, NP_READ, (flags & MSG_DONTWAIT) != 0,
+    /* Flags that change what a short count means (MSG_PEEK, MSG_WAITALL,
+     * MSG_OOB ...): neither skip nor note. */
+    int plain = (flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL | MSG_CMSG_CLOEXEC)) == 0;
+    int nowait = (flags & MSG_DONTWAIT) != 0;
+    RETURN_FAST_READ(fd, plain && !nowait, nowait, plain ? n : 0,
                      weft__syscall6(SYS_recvfrom, fd, (long)buf, (long)n, flags,
                                     (long)a, (long)al),
                      recvfrom(fd, buf, n, flags, a, al));

@@ -54,6 +54,7 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -150,6 +151,13 @@ int np_prepare(struct np_desc *pd, struct worker *w)
             atomic_store_explicit(&pd->nb_set, 1, memory_order_relaxed);
         }
         pd->poller = r == 0 ? w->poller : NULL;
+        int type = 0;
+        socklen_t tl = sizeof type;
+        pd->stream = getsockopt(pd->fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
+                     type == SOCK_STREAM;
+        /* Relaxed: published by the release of state below. */
+        atomic_store_explicit(&pd->rdrained, 0, memory_order_relaxed);
+        atomic_store_explicit(&pd->rdhup, 0, memory_order_relaxed);
         atomic_store(&pd->slot[NP_READ], NP_NONE);
         atomic_store(&pd->slot[NP_WRITE], NP_NONE);
     } else {
@@ -243,8 +251,15 @@ void netpoll_deliver_end(void)
 void netpoll_deliver(void *data, unsigned events)
 {
     unsigned mask = 0;
-    if (events & POLLER_IN)
+    if (events & POLLER_IN) {
         mask |= NP_RBIT;
+        /* seq_cst: see np_read_skips. Stored only once per registration. */
+        if ((events & POLLER_HUP) && !atomic_load(&((struct np_desc *)data)->rdhup))
+            atomic_store(&((struct np_desc *)data)->rdhup, 1);
+        /* Relaxed: see np_read_edges. Before the unblock, so a reader
+         * woken by this edge sees it counted. */
+        atomic_fetch_add_explicit(&((struct np_desc *)data)->redges, 1, memory_order_relaxed);
+    }
     if (events & POLLER_OUT)
         mask |= NP_WBIT;
     unblock_ready(data, mask, 1);

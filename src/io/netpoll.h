@@ -45,6 +45,10 @@ struct np_desc {
     _Atomic uint32_t  gen;
     _Atomic int64_t   timeout[2];  /* per-fd read/write timeouts, ns; 0: none */
     int               fd;
+    _Atomic uint32_t  redges;      /* read edges delivered, mod 2^32      */
+    _Atomic uint32_t  rdrained;    /* see np_read_skips; 0: nothing known */
+    uint8_t           stream;      /* a SOCK_STREAM socket; with state    */
+    _Atomic uint8_t   rdhup;       /* a hang-up or error was delivered    */
     _Atomic int       nb_set;
     struct poller    *poller;      /* registered in; with lock, valid with state */
     pthread_mutex_t   lock;        /* first use, close, dual waits */
@@ -62,6 +66,57 @@ struct np_desc {
 extern _Atomic(struct np_desc *) weft__np_table[NP_CHUNKS];
 /* The current run's epoch (see np_desc.state). */
 extern _Atomic uint32_t weft__np_epoch;
+
+/*
+ * Skipping the read that would fail. A read on a stream socket that
+ * returns less than it asked for (and more than 0) has emptied the
+ * receive queue: the kernel stops copying only when the queue is empty.
+ * Every byte that arrives later raises an edge, and its delivery bumps
+ * `redges`. So if a short read began when redges was e, and redges is
+ * still e, whatever is in the socket now has an edge still to come, and
+ * the next blocking read can wait for it at once instead of making a
+ * system call that would fail with EAGAIN (in an echo server, one of the
+ * three calls per message). Any edge delivered since, a full read, an
+ * error or end of file makes the next read try the call first. End of
+ * file and errors are states rather than data: once an edge has said
+ * the peer hung up (rdhup, sticky for the rest of the registration), no
+ * read skips, since no further edge may come.
+ * Concurrent readers do not break this: a read by another fiber only
+ * takes bytes away. Fiber on pd's descriptor.
+ */
+
+/* redges now, read before a read's system call. */
+static inline uint32_t np_read_edges(struct np_desc *pd)
+{
+    /* Relaxed: a hint; the slot protocol alone makes the wait that a
+     * skip leads to safe (an edge delivered after this load either
+     * changes redges, seen below, or leaves READY or wakes the waiter). */
+    return atomic_load_explicit(&pd->redges, memory_order_relaxed);
+}
+
+/* 1 if the next blocking read on pd may skip its system call. */
+static inline int np_read_skips(struct np_desc *pd)
+{
+    /* Relaxed: as in np_read_edges. */
+    uint32_t d = atomic_load_explicit(&pd->rdrained, memory_order_relaxed);
+    /* seq_cst rdhup: pairs with the store in netpoll_deliver; a hang-up
+     * delivered before this load is seen here, and one delivered after
+     * it goes through the slot and wakes the wait a skip leads to. */
+    return d != 0 && d == np_read_edges(pd) + 1 && !atomic_load(&pd->rdhup);
+}
+
+/* A read that began at edge count e returned r (bytes or -errno) of the
+ * `asked` bytes it asked for. */
+static inline void np_read_done(struct np_desc *pd, uint32_t e, long r, unsigned long asked)
+{
+    if (!pd->stream)
+        return;
+    /* Relaxed: as in np_read_edges. e + 1 is never 0 but for e = ~0u,
+     * where the hint is simply lost. */
+    uint32_t d = r > 0 && (unsigned long)r < asked ? e + 1 : 0;
+    if (atomic_load_explicit(&pd->rdrained, memory_order_relaxed) != d)
+        atomic_store_explicit(&pd->rdrained, d, memory_order_relaxed);
+}
 
 /* The descriptor for fd, made on first use; NULL if fd < 0 or beyond the
  * table (4M fds) or out of memory. Any thread. */

@@ -57,6 +57,9 @@ uint64_t poller_calls(const struct poller *p);
  * comes with both POLLER_IN and POLLER_OUT set, so both sides retry. */
 #define POLLER_IN   1u
 #define POLLER_OUT  2u
+/* With POLLER_IN: the peer shut down its side, or the fd has an error or
+ * hung up; a lasting state, not an edge of new data. */
+#define POLLER_HUP  4u
 
 /* Watch fd, edge-triggered, for input, output and peer hang-up, delivering
  * its events with `data` (not NULL). 0, -EPERM (a file epoll cannot watch:

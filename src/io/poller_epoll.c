@@ -192,6 +192,8 @@ static int dispatch(struct poller *p, const struct epoll_event *evs, int n)
             ev |= POLLER_IN;
         if (evs[i].events & EV_OUT)
             ev |= POLLER_OUT;
+        if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+            ev |= POLLER_HUP;
         netpoll_deliver(evs[i].data.ptr, ev);
     }
     netpoll_deliver_end();
