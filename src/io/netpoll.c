@@ -77,7 +77,7 @@
  * array grown by realloc, nothing a reader holds can move.
  */
 _Atomic(struct np_desc *) weft__np_table[NP_CHUNKS];
-_Static_assert(offsetof(struct np_desc, fd) + sizeof(int) <= 64,
+_Static_assert(offsetof(struct np_desc, rdhup) + sizeof(uint8_t) <= 64,
                "the fields every call touches share one cache line");
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 

@@ -39,7 +39,7 @@ enum { NP_UNKNOWN = 0, NP_POLLABLE = 1, NP_PLAIN = 2 };
  */
 struct np_desc {
     /* What every call and every edge touches comes first, in one cache
-     * line (the table's chunks are line-aligned): slot to fd. */
+     * line (the table's chunks are line-aligned): slot to rdhup. */
     _Alignas(64) _Atomic uintptr_t slot[2];
     _Atomic uint32_t  state;
     _Atomic uint32_t  gen;
