@@ -525,7 +525,18 @@ struct result {
     const struct impl *impl;
     double best_ns, median_ns, cycles;   /* per one-way switch             */
     double tsc_per_ns;                   /* of the best run                */
+    long   roundtrips;                   /* per timed run                  */
 };
+
+/*
+ * About how long one timed run may take. A round trip through the kernel
+ * between two CPUs costs 50-100 us on a busy virtual machine, where a
+ * million of them, six times over, would hold the suite for minutes per
+ * row; such rows get fewer round trips (at least PROBE), the cheap ones
+ * keep -n. The count used is printed with each row.
+ */
+#define RUN_BUDGET_NS 250e6
+#define PROBE         1000
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -547,9 +558,19 @@ static int measure(const struct impl *im, long n, struct result *r)
 {
     struct run_time t;
     double per[REPS];
-    long warm = n / 10 > 0 ? n / 10 : 1;
     long got;
 
+    long probe = n < PROBE ? n : PROBE;
+    if ((got = im->run(probe, &t)) != probe)
+        return mismatch(im, probe, got);
+    double per_rt = t.ns / (double)probe;
+    if (per_rt > 0 && (double)n * per_rt > RUN_BUDGET_NS) {
+        n = (long)(RUN_BUDGET_NS / per_rt);
+        if (n < probe)
+            n = probe;
+    }
+    r->roundtrips = n;
+    long warm = n / 10 > 0 ? n / 10 : 1;
     if ((got = im->run(warm, &t)) != warm)
         return mismatch(im, warm, got);
     r->best_ns = -1;
@@ -697,13 +718,14 @@ int main(int argc, char **argv)
         }
         printf("bench=switch-cost impl=%s workers=1 value=%.2f unit=ns cycles=%.1f cpus=%d "
                "median=%.2f roundtrips=%ld\n",
-               im->name, r->best_ns, r->cycles, im->cpus, r->median_ns, n);
+               im->name, r->best_ns, r->cycles, im->cpus, r->median_ns, r->roundtrips);
         fflush(stdout);
         nresults++;
     }
 
-    fprintf(stderr, "\nswitch-cost: %ld round trips, best and median of %d runs after a warm-up,"
-                    " per one-way switch\n", n, REPS);
+    fprintf(stderr, "\nswitch-cost: up to %ld round trips (fewer where a run would pass %.2f s),"
+                    " best and median of %d runs after a warm-up, per one-way switch\n",
+            n, RUN_BUDGET_NS / 1e9, REPS);
     fprintf(stderr, "%-16s %4s %10s %10s %11s\n", "impl", "cpus", "best ns", "median ns",
             "tsc cycles");
     for (int i = 0; i < nresults; i++) {
