@@ -88,7 +88,7 @@ static int is_again(int e)
     return e == EAGAIN || e == EWOULDBLOCK;
 }
 
-static inline __attribute__((unused)) ssize_t neg_errno(ssize_t r)
+static inline ssize_t neg_errno(ssize_t r)
 {
     return r < 0 ? -errno : r;
 }
@@ -307,41 +307,27 @@ static __attribute__((noinline)) ssize_t sendto_slow(int fd, const void *buf, si
  * The fast path of one wrapper: if fast_begin applies, loop on the system
  * call (`raw` and `libc` as in FAST_CALL) in direction dir and RETURN ITS
  * RESULT FROM THE ENCLOSING WRAPPER; otherwise fall through to the
- * wrapper's slow path.
+ * wrapper's slow path. A read notes what it found (np_read_done: `asked`
+ * bytes asked for, 0 to note nothing useful), and one that may wait
+ * (skip_ok) waits for the edge at once when the last short read left
+ * the socket empty and no edge has come since (np_read_skips). dir,
+ * skip_ok are constants, so a write's loop has none of this.
  */
-#define RETURN_FAST_PATH(fd, dir, nowait, raw, libc)                             \
-    do {                                                                      \
-        struct fast f_;                                                       \
-        if (fast_begin((fd), &f_)) {                                          \
-            for (;;) {                                                        \
-                ssize_t r_ = FAST_CALL(raw, libc);                            \
-                if (r_ >= 0 || (r_ = fast_retry(&f_, (dir), (nowait), r_)) < 0) \
-                    return r_;                                                \
-            }                                                                 \
-        }                                                                     \
-    } while (0)
-
-/*
- * RETURN_FAST_PATH for a read of `asked` bytes on a stream socket's
- * terms: when the last short read left the socket empty and no edge has
- * come since (np_read_skips), a call that may wait (skip_ok) waits for
- * the edge at once instead of failing with EAGAIN first. Every call
- * records what it found (np_read_done).
- */
-#define RETURN_FAST_READ(fd, skip_ok, nowait, asked, raw, libc)                  \
+#define RETURN_FAST_PATH(fd, dir, skip_ok, nowait, asked, raw, libc)            \
     do {                                                                      \
         struct fast f_;                                                       \
         if (fast_begin((fd), &f_)) {                                          \
             for (;;) {                                                        \
                 ssize_t r_;                                                   \
-                uint32_t e_ = np_read_edges(f_.pd);                           \
+                uint32_t e_ = (dir) == NP_READ ? np_read_edges(f_.pd) : 0;    \
                 if ((skip_ok) && np_read_skips(f_.pd)) {                      \
                     r_ = -EAGAIN;                                             \
                 } else {                                                      \
                     r_ = FAST_CALL(raw, libc);                                \
-                    np_read_done(f_.pd, e_, r_, (asked));                     \
+                    if ((dir) == NP_READ)                                     \
+                        np_read_done(f_.pd, e_, r_, (asked));                 \
                 }                                                             \
-                if (r_ >= 0 || (r_ = fast_retry(&f_, NP_READ, (nowait), r_)) < 0) \
+                if (r_ >= 0 || (r_ = fast_retry(&f_, (dir), (nowait), r_)) < 0) \
                     return r_;                                                \
             }                                                                 \
         }                                                                     \
@@ -349,7 +335,7 @@ static __attribute__((noinline)) ssize_t sendto_slow(int fd, const void *buf, si
 
 ssize_t weft_read(int fd, void *buf, size_t n)
 {
-    RETURN_FAST_READ(fd, 1, 0, n,
+    RETURN_FAST_PATH(fd, NP_READ, 1, 0, n,
                      weft__syscall6(SYS_read, fd, (long)buf, (long)n, 0, 0, 0),
                      read(fd, buf, n));
     return read_slow(fd, buf, n);
@@ -357,7 +343,7 @@ ssize_t weft_read(int fd, void *buf, size_t n)
 
 ssize_t weft_write(int fd, const void *buf, size_t n)
 {
-    RETURN_FAST_PATH(fd, NP_WRITE, 0,
+    RETURN_FAST_PATH(fd, NP_WRITE, 0, 0, 0,
                      weft__syscall6(SYS_write, fd, (long)buf, (long)n, 0, 0, 0),
                      write(fd, buf, n));
     return write_slow(fd, buf, n);
@@ -365,7 +351,7 @@ ssize_t weft_write(int fd, const void *buf, size_t n)
 
 ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt)
 {
-    RETURN_FAST_PATH(fd, NP_READ, 0,
+    RETURN_FAST_PATH(fd, NP_READ, 0, 0, 0,
                      weft__syscall6(SYS_readv, fd, (long)iov, iovcnt, 0, 0, 0),
                      readv(fd, iov, iovcnt));
     return vec_slow(fd, iov, iovcnt, OP_READV);
@@ -373,7 +359,7 @@ ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt)
 
 ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt)
 {
-    RETURN_FAST_PATH(fd, NP_WRITE, 0,
+    RETURN_FAST_PATH(fd, NP_WRITE, 0, 0, 0,
                      weft__syscall6(SYS_writev, fd, (long)iov, iovcnt, 0, 0, 0),
                      writev(fd, iov, iovcnt));
     return vec_slow(fd, iov, iovcnt, OP_WRITEV);
@@ -388,7 +374,7 @@ recvfrom_inline(int fd, void *buf, size_t n, int flags, struct sockaddr *a, sock
      * MSG_OOB ...): neither skip nor note. */
     int plain = (flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL | MSG_CMSG_CLOEXEC)) == 0;
     int nowait = (flags & MSG_DONTWAIT) != 0;
-    RETURN_FAST_READ(fd, plain && !nowait, nowait, plain ? n : 0,
+    RETURN_FAST_PATH(fd, NP_READ, plain && !nowait, nowait, plain ? n : 0,
                      weft__syscall6(SYS_recvfrom, fd, (long)buf, (long)n, flags,
                                     (long)a, (long)al),
                      recvfrom(fd, buf, n, flags, a, al));
@@ -402,7 +388,7 @@ sendto_inline(int fd, const void *buf, size_t n, int flags, const struct sockadd
      * killing the process, as a runtime that serves many peers needs. */
     int nowait = (flags & MSG_DONTWAIT) != 0;
     flags |= MSG_NOSIGNAL;
-    RETURN_FAST_PATH(fd, NP_WRITE, nowait,
+    RETURN_FAST_PATH(fd, NP_WRITE, 0, nowait, 0,
                      weft__syscall6(SYS_sendto, fd, (long)buf, (long)n, flags,
                                     (long)a, (long)al),
                      sendto(fd, buf, n, flags, a, al));
