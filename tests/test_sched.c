@@ -933,6 +933,112 @@ START_TEST(yield_round_robin)
 }
 END_TEST
 
+/* Fibers looping on weft_yield must not starve the worker's other
+ * runnable fibers: a sleeper whose timer fired (woken into the run-next
+ * slot) and a pipe reader whose fd became ready (woken into the I/O
+ * queue) run and finish while the yielders keep yielding; the yielders
+ * stop only once both are done. The deadline only bounds a failure. */
+struct starve {
+    int           pipe[2];
+    weft_fiber   *reader;
+    _Atomic int   done;         /* the sleeper and the reader           */
+    _Atomic long  yields;
+    uint64_t      give_up;      /* the yielders' deadline (a failure)   */
+    int64_t       slept_ns;     /* the sleeper's 1 ms, as it saw it     */
+    int64_t       read_wait_ns; /* from the write to the read's return  */
+    _Atomic uint64_t written_at;
+    int           read_ok;
+};
+
+static struct starve starve_state;
+
+static void *starve_yielder(void *arg)
+{
+    struct starve *s = arg;
+    while (atomic_load(&s->done) < 2 && weft_now() < s->give_up) {
+        weft_yield();
+        atomic_fetch_add_explicit(&s->yields, 1, memory_order_relaxed);
+    }
+    EXPECT(atomic_load(&s->done) == 2);
+    return NULL;
+}
+
+static void *starve_sleeper(void *arg)
+{
+    struct starve *s = arg;
+    uint64_t t0 = weft_now();
+    EXPECT(weft_sleep(1000000) == 0);
+    s->slept_ns = (int64_t)(weft_now() - t0);
+    atomic_fetch_add(&s->done, 1);
+    return NULL;
+}
+
+static void *starve_reader(void *arg)
+{
+    struct starve *s = arg;
+    char c = 0;
+    s->read_ok = weft_read(s->pipe[0], &c, 1) == 1 && c == 'x';
+    s->read_wait_ns = (int64_t)(weft_now() - atomic_load(&s->written_at));
+    atomic_fetch_add(&s->done, 1);
+    return NULL;
+}
+
+/* Writes once the reader waits on the pipe, so that the reader is woken
+ * through the netpoller. */
+static void *starve_writer(void *arg)
+{
+    struct starve *s = arg;
+    while (atomic_load_explicit(&s->reader->rstate, memory_order_relaxed) != FS_PARKED &&
+           weft_now() < s->give_up)
+        weft_sleep(100000);
+    atomic_store(&s->written_at, weft_now());
+    EXPECT(weft_write(s->pipe[1], "x", 1) == 1);
+    return NULL;
+}
+
+static void starve_main(void *arg)
+{
+    struct starve *s = arg;
+    int nyield = (int)(2 * weft_workers() + 2);
+    weft_fiber *y[16], *others[3];
+    s->give_up = weft_now() + 3000000000ull;
+    s->reader = others[0] = weft_spawn(starve_reader, s);
+    others[1] = weft_spawn(starve_sleeper, s);
+    others[2] = weft_spawn(starve_writer, s);
+    for (int i = 0; i < nyield; i++)
+        y[i] = weft_spawn(starve_yielder, s);
+    for (int i = 0; i < 3; i++)
+        EXPECT(weft_join(others[i], NULL) == 0);
+    for (int i = 0; i < nyield; i++)
+        EXPECT(weft_join(y[i], NULL) == 0);
+    EXPECT(s->read_ok);
+    /* Bounded by a number of picks, not by the yielders' deadline. */
+    EXPECT(s->slept_ns < 1000000000);
+    EXPECT(s->read_wait_ns < 1000000000);
+    EXPECT(atomic_load(&s->yields) > 0);
+}
+
+static void starve_run(unsigned workers)
+{
+    memset(&starve_state, 0, sizeof starve_state);
+    ck_assert_int_eq(pipe(starve_state.pipe), 0);
+    run(workers, starve_main, &starve_state);
+    close(starve_state.pipe[0]);
+    close(starve_state.pipe[1]);
+}
+
+START_TEST(yielders_do_not_starve_woken_fibers)
+{
+    starve_run(1);
+}
+END_TEST
+
+START_TEST(yielders_do_not_starve_woken_fibers_2w)
+{
+    starve_run(2);
+}
+END_TEST
+
 START_TEST(yield_outside_fiber)
 {
     weft_yield(); /* plain thread: sched_yield, no crash */
@@ -1593,6 +1699,8 @@ static Suite *sched_suite(void)
 #endif
     tc = tcase(s, "yield");
     tcase_add_test(tc, yield_round_robin);
+    tcase_add_test(tc, yielders_do_not_starve_woken_fibers);
+    tcase_add_test(tc, yielders_do_not_starve_woken_fibers_2w);
     tcase_add_test(tc, yield_outside_fiber);
     tcase_add_test(tc, work_spreads_to_all_workers);
     tcase_add_test(tc, debug_migrate_moves_fibers);

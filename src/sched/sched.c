@@ -48,7 +48,10 @@
  * role of Go's inherited time slice); the I/O queue's head; the deque's
  * bottom; runnext after all; a batch from the global queue. A yield instead takes the deque's
  * oldest fiber and goes to the bottom itself, so yielding fibers
- * round-robin. A fiber that exits while another fiber waits to join it
+ * round-robin; on the fairness tick it first moves runnext and the I/O
+ * queue to the deque's bottom (yield_share), so that fibers woken there
+ * get their turn in that round however long the others keep yielding.
+ * A fiber that exits while another fiber waits to join it
  * switches straight to that joiner (charged to the runnext budget): the
  * order in which fork-join programs complete stays depth-first. Stealing
  * happens only in the scheduler context.
@@ -403,10 +406,45 @@ static void fire_timers(struct worker *w)
     }
 }
 
+/*
+ * The yielders' share of the fairness tick. A yield takes the deque's
+ * oldest fiber and requeues itself at the bottom, so the deque is the
+ * yielders' round; but while it holds a fiber, a yield never looks at
+ * runnext or the I/O queue, which every other pick serves before the
+ * deque. Fibers woken there (a sleep's timer, a ready fd, a wake-up by
+ * another fiber) would wait for as long as two fibers keep yielding.
+ * So on the tick a yield moves them to the bottom, the back of the
+ * round, I/O queue first (oldest first, as it would have run them): a
+ * woken fiber then runs within FAIRNESS_TICK picks plus one round of the
+ * deque, whatever the others do. Only on the tick, so the yield path
+ * itself stays as it was. Owner worker, inside rt_enter.
+ */
+static __attribute__((noinline)) void yield_share(struct worker *w)
+{
+    struct weft_fiber *f = w->ioq_head, *rn = runnext_get(w);
+    if (!f && !rn)
+        return;
+    if (f) {
+        w->ioq_head = w->ioq_tail = NULL;
+        /* Relaxed: see ioq_unlink_head. */
+        atomic_store_explicit(&w->ioq_n, 0, memory_order_relaxed);
+        for (struct weft_fiber *next; f; f = next) {
+            next = f->link;
+            push_local(w, f);
+        }
+    }
+    if (rn) {
+        runnext_set(w, NULL);
+        push_local(w, rn);
+    }
+    published_to_deque();
+}
+
 /* The first steps of a pick, which most picks skip: due timers, the
- * inbox, the fairness tick. A fiber to run at once, or NULL. Out of line,
- * so that the common pick stays a few loads. Owner worker. */
-static __attribute__((noinline)) struct weft_fiber *pick_rare(struct worker *w)
+ * inbox, the fairness tick (with yield_share for a yield). A fiber to
+ * run at once, or NULL. Out of line, so that the common pick stays a few
+ * loads. Owner worker. */
+static __attribute__((noinline)) struct weft_fiber *pick_rare(struct worker *w, int yielding)
 {
     struct weft_fiber *f;
     if (w->timers.n)
@@ -422,6 +460,8 @@ static __attribute__((noinline)) struct weft_fiber *pick_rare(struct worker *w)
         /* A busy worker's epoll is otherwise read only when it parks:
          * deliver ready I/O here (a no-op without registered fds). */
         poller_poll(w->poller);
+        if (yielding)
+            yield_share(w);
         if ((f = weft__global_take(&w->dq, 1)))
             return f;
     }
@@ -439,7 +479,7 @@ struct weft_fiber *pick_local(struct worker *w, int yielding)
     if (__builtin_expect(w->timers.n != 0 ||
                          atomic_load_explicit(&w->inbox_len, memory_order_relaxed) != 0 ||
                          tick >= FAIRNESS_TICK, 0) &&
-        (f = pick_rare(w)) != NULL)
+        (f = pick_rare(w, yielding)) != NULL)
         return f;
     if (yielding && (f = take_oldest(w)))
         return f;
