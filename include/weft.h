@@ -613,8 +613,10 @@ WEFT_EXPORT int weft_wait_fd(int fd, int events, int64_t timeout_ns);
  * later read-side call (read, readv, recv, recvfrom, accept) or
  * write-side call (write, writev, send, sendto, connect) on fd that has
  * to wait longer than read_ns / write_ns nanoseconds fails with
- * -ETIMEDOUT; the fd stays usable. 0 means no timeout (the default). Kept
- * until weft_close. Returns 0, -EBADF, -EINVAL (negative), -ENOMEM.
+ * -ETIMEDOUT; the fd stays usable. A negative value or 0 means no
+ * timeout in that direction (the default), so weft_fd_timeouts(fd, t,
+ * -1) limits reads only. Kept until weft_close. Returns 0, -EBADF (fd
+ * not open), -ENOMEM.
  */
 WEFT_EXPORT int weft_fd_timeouts(int fd, int64_t read_ns, int64_t write_ns);
 

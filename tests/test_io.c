@@ -849,7 +849,8 @@ static void errors_main(void *arg)
     EXPECT(weft_close(dead) == -EBADF);
     EXPECT(weft_wait_fd(dead, POLLIN, 0) == -EBADF);
     EXPECT(weft_fd_timeouts(dead, 1, 1) == -EBADF);
-    EXPECT(weft_fd_timeouts(p[1], -1, 0) == -EINVAL);
+    /* Negative: no timeout (the contract), not an error. */
+    EXPECT(weft_fd_timeouts(p[1], -1, 0) == 0);
     /* Socket calls on a pipe. */
     EXPECT(weft_send(p[1], "a", 1, 0) == -ENOTSOCK);
     EXPECT(weft_recv(p[1], buf, 1, 0) == -ENOTSOCK);
@@ -959,6 +960,77 @@ START_TEST(plain_thread_calls)
 }
 END_TEST
 
+/* ---- weft_fd_timeouts: negative or 0 is no timeout ------------------------ */
+
+struct unlimited_write {
+    int         fd;
+    _Atomic int done;
+    ssize_t     result;
+};
+
+static void *unlimited_writer(void *arg)
+{
+    struct unlimited_write *u = arg;
+    static char junk[4096];
+    u->result = weft_write(u->fd, junk, sizeof junk);
+    atomic_store(&u->done, 1);
+    return NULL;
+}
+
+static void negative_timeouts_main(void *arg)
+{
+    (void)arg;
+    const int64_t ms = 1000000;
+    int sv[2];
+    EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    EXPECT(weft_fd_timeouts(sv[0], 30 * ms, -1) == 0);
+    struct np_desc *pd = np_lookup(sv[0]);
+    EXPECT(pd != NULL);
+    if (!pd)
+        return;
+    EXPECT(atomic_load(&pd->timeout[NP_READ]) == 30 * ms);
+    EXPECT(atomic_load(&pd->timeout[NP_WRITE]) == 0);
+    /* Reads time out after about 30 ms ... */
+    char c;
+    uint64_t t0 = weft_now();
+    EXPECT(weft_read(sv[0], &c, 1) == -ETIMEDOUT);
+    uint64_t took = weft_now() - t0;
+    EXPECT(took >= (uint64_t)(30 * ms));
+    EXPECT(took < (uint64_t)(10000 * ms));
+    /* ... writes have no limit: one into a full socket is still waiting
+     * long after 30 ms, and completes once the peer reads. */
+    static char junk[65536];
+    while (weft_send(sv[0], junk, sizeof junk, MSG_DONTWAIT) > 0)
+        ;
+    struct unlimited_write u = { .fd = sv[0] };
+    weft_fiber *f = weft_spawn(unlimited_writer, &u);
+    wait_parked(sv[0], NP_WRITE);
+    /* Time for a write timeout to fire if there were one; nothing is
+     * synchronised by this sleep. */
+    EXPECT(weft_sleep(150 * ms) == 0);
+    EXPECT(!atomic_load(&u.done));
+    EXPECT(atomic_load(&pd->slot[NP_WRITE]) > 2);
+    while (weft_recv(sv[1], junk, sizeof junk, MSG_DONTWAIT) > 0)
+        ;
+    EXPECT(weft_join(f, NULL) == 0);
+    EXPECT(u.result == 4096);
+    /* Any negative value, either direction, and 0: none. */
+    EXPECT(weft_fd_timeouts(sv[1], -5, INT64_MIN) == 0);
+    struct np_desc *pd1 = np_lookup(sv[1]);
+    EXPECT(pd1 && atomic_load(&pd1->timeout[NP_READ]) == 0 &&
+           atomic_load(&pd1->timeout[NP_WRITE]) == 0);
+    EXPECT(weft_fd_timeouts(sv[0], 0, -1) == 0);
+    EXPECT(atomic_load(&pd->timeout[NP_READ]) == 0);
+    EXPECT(weft_close(sv[0]) == 0);
+    EXPECT(weft_close(sv[1]) == 0);
+}
+
+START_TEST(fd_timeouts_negative_is_none)
+{
+    run(2, negative_timeouts_main, NULL);
+}
+END_TEST
+
 /* ---- fibers woken by I/O run in the order their I/O became ready ------ */
 
 #define FIFO_N 24
@@ -1039,6 +1111,20 @@ static Suite *io_suite(void)
     tcase_add_test(tc, plain_thread_calls);
     tcase_add_test(tc, io_wakeups_first_in_first_out);
     suite_add_tcase(s, tc);
+    /* One case each, so that CK_RUN_CASE can run them alone. */
+    const struct {
+        const char  *name;
+        const TTest *test;
+    } alone[] = {
+        { "fd_timeouts_negative", fd_timeouts_negative_is_none },
+    };
+    for (size_t i = 0; i < sizeof alone / sizeof alone[0]; i++) {
+        TCase *t = tcase_create(alone[i].name);
+        tcase_add_checked_fixture(t, fixture_setup, fixture_teardown);
+        tcase_set_timeout(t, 120);
+        tcase_add_test(t, alone[i].test);
+        suite_add_tcase(s, t);
+    }
     return s;
 }
 

@@ -561,13 +561,16 @@ int weft_fd_timeouts(int fd, int64_t read_ns, int64_t write_ns)
 {
     if (fd < 0 || fcntl(fd, F_GETFD) < 0)
         return -EBADF;
-    if (read_ns < 0 || write_ns < 0)
-        return -EINVAL;
     struct np_desc *pd = np_get(fd);
     if (!pd)
         return -ENOMEM;
-    /* Relaxed: configuration, read on its own by the next call. */
-    atomic_store_explicit(&pd->timeout[NP_READ], read_ns, memory_order_relaxed);
-    atomic_store_explicit(&pd->timeout[NP_WRITE], write_ns, memory_order_relaxed);
+    /* The contract: negative or 0 is no timeout in that direction (the
+     * timeout convention's "negative: no timeout"); stored as 0, which
+     * weft__fd_deadline reads as none. Relaxed: configuration, read on
+     * its own by the next call. */
+    atomic_store_explicit(&pd->timeout[NP_READ], read_ns > 0 ? read_ns : 0,
+                          memory_order_relaxed);
+    atomic_store_explicit(&pd->timeout[NP_WRITE], write_ns > 0 ? write_ns : 0,
+                          memory_order_relaxed);
     return 0;
 }
