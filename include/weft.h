@@ -563,7 +563,13 @@ WEFT_EXPORT int weft_select(weft_select_case *cases, size_t n, int64_t timeout_n
  * there and returns what one read(2) returns (short counts happen); a
  * write waits until some of it can be written and returns the count
  * written. -ETIMEDOUT when the fd's read or write timeout
- * (weft_fd_timeouts) passes first, -EBADF for a bad or closed fd. */
+ * (weft_fd_timeouts) passes first, -EBADF for a bad or closed fd.
+ * On a socket, weft_write and weft_writev never raise SIGPIPE: they are
+ * made as send(2) / sendmsg(2) with MSG_NOSIGNAL, so a peer that closed
+ * gives -EPIPE, in a fiber and on a plain thread alike (a library
+ * serving many peers must not be killed by one of them). A pipe whose
+ * reader is gone still raises SIGPIPE, as write(2) does: ignore or block
+ * SIGPIPE to get -EPIPE there. */
 WEFT_EXPORT ssize_t weft_read(int fd, void *buf, size_t n);
 WEFT_EXPORT ssize_t weft_write(int fd, const void *buf, size_t n);
 WEFT_EXPORT ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt);

@@ -15,6 +15,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -1031,6 +1032,129 @@ START_TEST(fd_timeouts_negative_is_none)
 }
 END_TEST
 
+/* ---- writes to a peer that closed: -EPIPE, never SIGPIPE ------------------- */
+
+/* Write to fd (whose peer is gone) until a write fails with something
+ * other than ECONNRESET (TCP reports the peer's reset once, then EPIPE):
+ * that result, or 0 if none failed. */
+static ssize_t write_until_error(int fd, int vectored)
+{
+    static char junk[256];
+    for (int i = 0; i < 64; i++) {
+        ssize_t r;
+        if (vectored) {
+            struct iovec iov[2] = { { junk, 100 }, { junk + 100, 100 } };
+            r = weft_writev(fd, iov, 2);
+        } else {
+            r = weft_write(fd, junk, 200);
+        }
+        if (r < 0 && r != -ECONNRESET)
+            return r;
+    }
+    return 0;
+}
+
+/* A socketpair whose peer end is closed already: the live end. */
+static int orphan_unix_socket(void)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+        return -1;
+    close(sv[1]);
+    return sv[0];
+}
+
+/* A connected TCP socket whose peer has been closed. */
+static int orphan_tcp_socket(void)
+{
+    int lfd = weft_listen_tcp("127.0.0.1", 0, 4);
+    if (lfd < 0)
+        return -1;
+    int cfd = weft_dial_tcp("127.0.0.1", local_port(lfd), 10 * 1000000000ll);
+    int afd = cfd >= 0 ? weft_accept(lfd, NULL, NULL) : -1;
+    weft_close(lfd);
+    if (afd < 0) {
+        if (cfd >= 0)
+            weft_close(cfd);
+        return -1;
+    }
+    weft_close(afd);
+    return cfd;
+}
+
+/* Every write path to an orphaned socket (first call, known fd, write
+ * and writev, UNIX and TCP) returns -EPIPE. */
+static void epipe_checks(void)
+{
+    for (int vectored = 0; vectored < 2; vectored++) {
+        int fd = orphan_unix_socket();
+        EXPECT(fd >= 0);
+        EXPECT(write_until_error(fd, vectored) == -EPIPE); /* first use */
+        EXPECT(write_until_error(fd, vectored) == -EPIPE); /* fd known */
+        EXPECT(write_until_error(fd, !vectored) == -EPIPE);
+        EXPECT(weft_send(fd, "x", 1, 0) == -EPIPE);
+        EXPECT(weft_close(fd) == 0);
+        fd = orphan_tcp_socket();
+        EXPECT(fd >= 0);
+        EXPECT(write_until_error(fd, vectored) == -EPIPE);
+        EXPECT(write_until_error(fd, !vectored) == -EPIPE);
+        EXPECT(weft_close(fd) == 0);
+    }
+    /* writev's own checks stay writev's, on a socket too. */
+    int fd = orphan_unix_socket();
+    struct iovec iov[1] = { { "x", 1 } };
+    EXPECT(weft_writev(fd, iov, -1) == -EINVAL);
+    EXPECT(weft_writev(fd, iov, IOV_MAX + 1) == -EINVAL);
+    EXPECT(weft_close(fd) == 0);
+}
+
+static void *epipe_plain_thread(void *arg)
+{
+    (void)arg;
+    epipe_checks();
+    return NULL;
+}
+
+static void epipe_main(void *arg)
+{
+    (void)arg;
+    epipe_checks();
+    /* A plain thread while the runtime runs. */
+    pthread_t t;
+    EXPECT(pthread_create(&t, NULL, epipe_plain_thread, NULL) == 0);
+    EXPECT(pthread_join(t, NULL) == 0);
+}
+
+/* In a child with SIGPIPE at its default (killing) disposition: on a
+ * plain thread with no runtime, then in fibers and a plain thread during
+ * a run. Exit status 0 if every expectation held. */
+static void epipe_child(void)
+{
+    signal(SIGPIPE, SIG_DFL);
+    sigset_t pipe_only;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    sigprocmask(SIG_UNBLOCK, &pipe_only, NULL);
+    epipe_checks();
+    weft_config c;
+    weft_config_init(&c);
+    c.workers = 2;
+    int rc = weft_run(&c, epipe_main, NULL);
+    if (rc != 0 || atomic_load(&expect_failed)) {
+        fprintf(stderr, "weft_run %d; %s\n", rc, expect_where);
+        _exit(1);
+    }
+    _exit(0);
+}
+
+START_TEST(write_to_closed_peer_is_epipe)
+{
+    struct child_result r = run_in_child(epipe_child);
+    ck_assert_msg(r.exited && r.status == 0, "child: exit %d, signal %d (SIGPIPE is %d): %s",
+                  r.status, r.sig, SIGPIPE, r.err);
+}
+END_TEST
+
 /* ---- fibers woken by I/O run in the order their I/O became ready ------ */
 
 #define FIFO_N 24
@@ -1117,6 +1241,7 @@ static Suite *io_suite(void)
         const TTest *test;
     } alone[] = {
         { "fd_timeouts_negative", fd_timeouts_negative_is_none },
+        { "epipe", write_to_closed_peer_is_epipe },
     };
     for (size_t i = 0; i < sizeof alone / sizeof alone[0]; i++) {
         TCase *t = tcase_create(alone[i].name);

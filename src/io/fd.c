@@ -60,6 +60,7 @@ enum { OP_READ, OP_WRITE, OP_READV, OP_WRITEV, OP_RECVFROM, OP_SENDTO };
 
 struct io_call {
     int                    op, fd, flags, iovcnt;
+    int                    sock;     /* fd is a socket: 1, not: 0, unknown: -1 */
     void                  *buf;
     const void            *cbuf;
     size_t                 n;
@@ -70,14 +71,49 @@ struct io_call {
     socklen_t              caddrlen;
 };
 
+/* write(2) and writev(2) on a socket, as send and sendmsg with
+ * MSG_NOSIGNAL: a peer that went away gives EPIPE, never SIGPIPE (a
+ * runtime serving many peers must not be killed by one of them). -1 and
+ * errno on failure. Any thread. */
+static ssize_t sock_write(int fd, const void *buf, size_t n)
+{
+    return sendto(fd, buf, n, MSG_NOSIGNAL, NULL, 0);
+}
+
+static ssize_t sock_writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    /* sendmsg says EMSGSIZE where writev says EINVAL. */
+    if (iovcnt < 0 || iovcnt > IOV_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+    return sendmsg(fd, &mh, MSG_NOSIGNAL);
+}
+
+/* A write in c on an fd that may be a socket (c->sock): as a socket
+ * first (unknown: until the kernel says ENOTSOCK), then as write(2)
+ * (which raises SIGPIPE on a pipe whose reader is gone, as it always
+ * does). */
+static ssize_t write_once(const struct io_call *c)
+{
+    if (c->sock != 0) {
+        ssize_t r = c->op == OP_WRITE ? sock_write(c->fd, c->cbuf, c->n)
+                                      : sock_writev(c->fd, c->iov, c->iovcnt);
+        if (r >= 0 || c->sock > 0 || errno != ENOTSOCK)
+            return r;
+    }
+    return c->op == OP_WRITE ? write(c->fd, c->cbuf, c->n) : writev(c->fd, c->iov, c->iovcnt);
+}
+
 /* One attempt; -1 and errno on failure. Any thread. */
 static ssize_t call_once(const struct io_call *c)
 {
     switch (c->op) {
     case OP_READ:     return read(c->fd, c->buf, c->n);
-    case OP_WRITE:    return write(c->fd, c->cbuf, c->n);
+    case OP_WRITE:    return write_once(c);
     case OP_READV:    return readv(c->fd, c->iov, c->iovcnt);
-    case OP_WRITEV:   return writev(c->fd, c->iov, c->iovcnt);
+    case OP_WRITEV:   return write_once(c);
     case OP_RECVFROM: return recvfrom(c->fd, c->buf, c->n, c->flags, c->addr, c->addrlen);
     default:          return sendto(c->fd, c->cbuf, c->n, c->flags, c->caddr, c->caddrlen);
     }
@@ -217,12 +253,14 @@ static ssize_t fast_retry(struct fast *f, int dir, int nowait, ssize_t err)
 }
 
 /* The system call c in direction dir, waiting for readiness in a fiber:
- * the first call on an fd in a run, files, plain threads. Any thread. */
-static ssize_t do_io(const struct io_call *c, int dir, int nowait)
+ * the first call on an fd in a run, files, plain threads. c->sock is
+ * filled in here. Any thread. */
+static ssize_t do_io(struct io_call *c, int dir, int nowait)
 {
     if (c->fd < 0)
         return -EBADF;
     struct worker *w;
+    c->sock = -1;
     if (!weft__in_fiber(&w))
         return plain_io(c, dir, nowait);
     struct fd_view v = fd_view(c->fd, w);
@@ -231,6 +269,8 @@ static ssize_t do_io(const struct io_call *c, int dir, int nowait)
     struct np_desc *pd = v.pd;
     int kind = v.kind;
     uint32_t gen = v.gen;
+    /* Files epoll refuses are never sockets. */
+    c->sock = kind == NP_POLLABLE ? pd->sock : 0;
     /* The socket calls fail at once on such files (-ENOTSOCK): no need to
      * hand them over. */
     if (kind == NP_PLAIN && c->op <= OP_WRITEV)
@@ -311,7 +351,9 @@ static __attribute__((noinline)) ssize_t sendto_slow(int fd, const void *buf, si
  * bytes asked for, 0 to note nothing useful), and one that may wait
  * (skip_ok) waits for the edge at once when the last short read left
  * the socket empty and no edge has come since (np_read_skips). dir,
- * skip_ok are constants, so a write's loop has none of this.
+ * skip_ok are constants, so a write's loop has none of this. raw and
+ * libc may read f_.pd, the fd's descriptor (the writes look at
+ * f_.pd->sock).
  */
 #define RETURN_FAST_PATH(fd, dir, skip_ok, nowait, asked, raw, libc)            \
     do {                                                                      \
@@ -333,6 +375,22 @@ static __attribute__((noinline)) ssize_t sendto_slow(int fd, const void *buf, si
         }                                                                     \
     } while (0)
 
+#if defined(__x86_64__) && !WEFT__ASAN && !WEFT__TSAN
+/* sock_write and sock_writev as raw system calls: -errno on failure. */
+static inline long raw_sock_write(int fd, const void *buf, size_t n)
+{
+    return weft__syscall6(SYS_sendto, fd, (long)buf, (long)n, MSG_NOSIGNAL, 0, 0);
+}
+
+static inline long raw_sock_writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    if (iovcnt < 0 || iovcnt > IOV_MAX)
+        return -EINVAL;
+    struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+    return weft__syscall6(SYS_sendmsg, fd, (long)&mh, MSG_NOSIGNAL, 0, 0, 0);
+}
+#endif
+
 ssize_t weft_read(int fd, void *buf, size_t n)
 {
     RETURN_FAST_PATH(fd, NP_READ, 1, 0, n,
@@ -343,9 +401,11 @@ ssize_t weft_read(int fd, void *buf, size_t n)
 
 ssize_t weft_write(int fd, const void *buf, size_t n)
 {
+    /* On a socket, send with MSG_NOSIGNAL (sock_write). */
     RETURN_FAST_PATH(fd, NP_WRITE, 0, 0, 0,
-                     weft__syscall6(SYS_write, fd, (long)buf, (long)n, 0, 0, 0),
-                     write(fd, buf, n));
+                     f_.pd->sock ? raw_sock_write(fd, buf, n)
+                                 : weft__syscall6(SYS_write, fd, (long)buf, (long)n, 0, 0, 0),
+                     f_.pd->sock ? sock_write(fd, buf, n) : write(fd, buf, n));
     return write_slow(fd, buf, n);
 }
 
@@ -359,9 +419,11 @@ ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt)
 
 ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt)
 {
+    /* On a socket, sendmsg with MSG_NOSIGNAL (sock_writev). */
     RETURN_FAST_PATH(fd, NP_WRITE, 0, 0, 0,
-                     weft__syscall6(SYS_writev, fd, (long)iov, iovcnt, 0, 0, 0),
-                     writev(fd, iov, iovcnt));
+                     f_.pd->sock ? raw_sock_writev(fd, iov, iovcnt)
+                                 : weft__syscall6(SYS_writev, fd, (long)iov, iovcnt, 0, 0, 0),
+                     f_.pd->sock ? sock_writev(fd, iov, iovcnt) : writev(fd, iov, iovcnt));
     return vec_slow(fd, iov, iovcnt, OP_WRITEV);
 }
 

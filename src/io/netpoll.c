@@ -153,8 +153,8 @@ int np_prepare(struct np_desc *pd, struct worker *w)
         pd->poller = r == 0 ? w->poller : NULL;
         int type = 0;
         socklen_t tl = sizeof type;
-        pd->stream = getsockopt(pd->fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
-                     type == SOCK_STREAM;
+        pd->sock = getsockopt(pd->fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0;
+        pd->stream = pd->sock && type == SOCK_STREAM;
         /* Relaxed: published by the release of state below. */
         atomic_store_explicit(&pd->rdrained, 0, memory_order_relaxed);
         atomic_store_explicit(&pd->rdhup, 0, memory_order_relaxed);

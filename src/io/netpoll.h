@@ -36,6 +36,9 @@ enum { NP_UNKNOWN = 0, NP_POLLABLE = 1, NP_PLAIN = 2 };
  *        netpoll.c for the transitions).
  * gen    bumped by weft_close; a waiter that sees it change fails -EBADF.
  * nb_set the runtime turned O_NONBLOCK on (plain threads then poll()).
+ * sock   a socket (write and writev then go out as send and sendmsg with
+ *        MSG_NOSIGNAL: a closed peer gives -EPIPE, never SIGPIPE); set
+ *        with stream by np_prepare, valid with the state's kind.
  */
 struct np_desc {
     /* What every call and every edge touches comes first, in one cache
@@ -48,6 +51,7 @@ struct np_desc {
     _Atomic uint32_t  redges;      /* read edges delivered, mod 2^32      */
     _Atomic uint32_t  rdrained;    /* see np_read_skips; 0: nothing known */
     uint8_t           stream;      /* a SOCK_STREAM socket; with state    */
+    uint8_t           sock;        /* a socket of any type; with state    */
     _Atomic uint8_t   rdhup;       /* a hang-up or error was delivered    */
     _Atomic int       nb_set;
     struct poller    *poller;      /* registered in; with lock, valid with state */
