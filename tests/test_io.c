@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -1155,6 +1156,87 @@ START_TEST(write_to_closed_peer_is_epipe)
 }
 END_TEST
 
+/* ---- fds the near table does not reach -------------------------------------- */
+
+/* A fiber waiting to read fd, which is closed under it. */
+static void *far_reader(void *arg)
+{
+    char c;
+    EXPECT(weft_read((int)(intptr_t)arg, &c, 1) == -EBADF);
+    return NULL;
+}
+
+static void far_fds_main(void *arg)
+{
+    char buf[4] = { 0 };
+    struct iovec iov[1] = { { buf, 1 } };
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    /* Not open: -EBADF from every call, not "a regular file, ready". */
+    const int bad[] = { INT_MAX, (int)NP_NEAR_FDS, (int)NP_NEAR_FDS + 12345, INT_MAX - 1024 };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int fd = bad[i];
+        EXPECT(weft_wait_fd(fd, POLLIN, -1) == -EBADF);
+        EXPECT(weft_wait_fd(fd, POLLOUT, 0) == -EBADF);
+        EXPECT(weft_read(fd, buf, 1) == -EBADF);
+        EXPECT(weft_write(fd, buf, 1) == -EBADF);
+        EXPECT(weft_readv(fd, iov, 1) == -EBADF);
+        EXPECT(weft_writev(fd, iov, 1) == -EBADF);
+        EXPECT(weft_recv(fd, buf, 1, 0) == -EBADF);
+        EXPECT(weft_send(fd, buf, 1, 0) == -EBADF);
+        EXPECT(weft_accept(fd, NULL, NULL) == -EBADF);
+        EXPECT(weft_connect(fd, (struct sockaddr *)&a, sizeof a) == -EBADF);
+        EXPECT(weft_fd_timeouts(fd, 1, 1) == -EBADF);
+        EXPECT(weft_close(fd) == -EBADF);
+    }
+    /* A stray large number costs no descriptor chunk. */
+    EXPECT(np_lookup(INT_MAX) == NULL);
+    int far = (int)(intptr_t)arg;
+    if (far < 0)
+        return;
+    /* An open fd beyond the near table behaves as any other. */
+    const int64_t ms = 1000000;
+    int peer = far - 1;
+    EXPECT(weft_write(peer, "ab", 2) == 2);
+    EXPECT(weft_wait_fd(far, POLLIN, 1000 * ms) & POLLIN);
+    EXPECT(weft_read(far, buf, 1) == 1 && buf[0] == 'a');
+    EXPECT(weft_read(far, buf, 4) == 1 && buf[0] == 'b');
+    struct np_desc *pd = np_lookup(far);
+    EXPECT(pd && pd->fd == far && np_known_pollable(pd));
+    EXPECT(weft_fd_timeouts(far, 20 * ms, -1) == 0);
+    EXPECT(weft_read(far, buf, 1) == -ETIMEDOUT);
+    EXPECT(weft_send(far, "c", 1, 0) == 1);
+    EXPECT(weft_recv(peer, buf, 4, 0) == 1 && buf[0] == 'c');
+    weft_fiber *f = weft_spawn(far_reader, (void *)(intptr_t)far);
+    wait_parked(far, NP_READ);
+    EXPECT(weft_close(far) == 0);
+    EXPECT(weft_join(f, NULL) == 0);
+    EXPECT(weft_wait_fd(far, POLLIN, -1) == -EBADF);
+    EXPECT(weft_close(peer) == 0);
+}
+
+START_TEST(fds_beyond_the_table)
+{
+    /* A valid fd past the near table needs RLIMIT_NOFILE (and so the
+     * system's fs.nr_open) above 4M; where the system allows less, the
+     * test covers the numbers that are not open only, and says so. */
+    int far = -1;
+    struct rlimit rl = { NP_NEAR_FDS + 64, NP_NEAR_FDS + 64 };
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        int sv[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        far = (int)NP_NEAR_FDS + 9;
+        ck_assert_int_eq(dup2(sv[0], far), far);
+        ck_assert_int_eq(dup2(sv[1], far - 1), far - 1);
+        close(sv[0]);
+        close(sv[1]);
+    } else {
+        fprintf(stderr, "fds_beyond_the_table: RLIMIT_NOFILE cannot exceed %u here "
+                "(fs.nr_open); open far fds not exercised\n", NP_NEAR_FDS);
+    }
+    run(2, far_fds_main, (void *)(intptr_t)far);
+}
+END_TEST
+
 /* ---- fibers woken by I/O run in the order their I/O became ready ------ */
 
 #define FIFO_N 24
@@ -1242,6 +1324,7 @@ static Suite *io_suite(void)
     } alone[] = {
         { "fd_timeouts_negative", fd_timeouts_negative_is_none },
         { "epipe", write_to_closed_peer_is_epipe },
+        { "far_fds", fds_beyond_the_table },
     };
     for (size_t i = 0; i < sizeof alone / sizeof alone[0]; i++) {
         TCase *t = tcase_create(alone[i].name);

@@ -202,8 +202,9 @@ static ssize_t plain_io(const struct io_call *c, int dir, int nowait)
 }
 
 /* How the calling fiber can wait on fd: its descriptor (NULL: none), its
- * kind (NP_POLLABLE, NP_PLAIN, or a negative errno from np_prepare) and
- * the generation a wait must be for. w's fiber only. */
+ * kind (NP_POLLABLE, NP_PLAIN, or a negative errno: from np_prepare,
+ * -EBADF for an fd that is not open, -ENOMEM for no descriptor) and the
+ * generation a wait must be for. w's fiber only. */
 struct fd_view {
     struct np_desc *pd;
     int kind;
@@ -213,7 +214,13 @@ struct fd_view {
 static struct fd_view fd_view(int fd, struct worker *w)
 {
     struct fd_view v = { np_get(fd), NP_PLAIN, 0 };
-    if (v.pd && (v.kind = np_prepare(v.pd, w)) >= 0)
+    if (!v.pd) {
+        /* Without a descriptor nothing is known about fd: never guess
+         * (a guess of "plain file" made any bad fd look always ready). */
+        v.kind = fcntl(fd, F_GETFD) < 0 ? -EBADF : -ENOMEM;
+        return v;
+    }
+    if ((v.kind = np_prepare(v.pd, w)) >= 0)
         v.gen = atomic_load(&v.pd->gen);
     return v;
 }

@@ -52,7 +52,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -86,16 +88,60 @@ static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
  * worker runs, and thread creation/join order it against every reader. */
 _Atomic uint32_t weft__np_epoch = 1;
 
+/*
+ * The far table: chunk pointers for the fds from NP_NEAR_FDS to INT_MAX,
+ * NP_FAR_CHUNKS of them (16 MiB, zero pages until used), made by the
+ * first np_get of such an fd and, like the chunks, never freed. Out of
+ * line: the fast path's bounds test sends only those fds here. Acquire
+ * loads of the table and its slots pair with the release stores in
+ * np_get.
+ */
+#define NP_FAR_CHUNKS (((unsigned)INT_MAX >> NP_CHUNK_SHIFT) + 1 - NP_CHUNKS)
+static _Atomic(_Atomic(struct np_desc *) *) far_table;
+
+struct np_desc *np_lookup_far(int fd)
+{
+    _Atomic(struct np_desc *) *t = atomic_load_explicit(&far_table, memory_order_acquire);
+    if (!t)
+        return NULL;
+    unsigned ci = ((unsigned)fd >> NP_CHUNK_SHIFT) - NP_CHUNKS;
+    struct np_desc *c = atomic_load_explicit(&t[ci], memory_order_acquire);
+    return c ? &c[(unsigned)fd & (NP_CHUNK - 1)] : NULL;
+}
+
+/* Where the chunk pointer for chunk ci lives, making the far table if
+ * needed; NULL if out of memory. With table_lock held. */
+static _Atomic(struct np_desc *) *chunk_slot(unsigned ci)
+{
+    if (ci < NP_CHUNKS)
+        return &weft__np_table[ci];
+    /* Relaxed: with table_lock held, which orders the writers. */
+    _Atomic(struct np_desc *) *t = atomic_load_explicit(&far_table, memory_order_relaxed);
+    if (!t) {
+        t = calloc(NP_FAR_CHUNKS, sizeof *t);
+        if (!t)
+            return NULL;
+        /* Release: pairs with the acquire in np_lookup_far. */
+        atomic_store_explicit(&far_table, t, memory_order_release);
+    }
+    return &t[ci - NP_CHUNKS];
+}
+
 struct np_desc *np_get(int fd)
 {
     struct np_desc *pd = np_lookup(fd);
-    if (pd || fd < 0 || (unsigned)fd >= NP_CHUNK * NP_CHUNKS)
+    if (pd || fd < 0)
         return pd;
+    /* A far chunk only for an open fd: a stray large number must not
+     * cost a chunk. */
+    if ((unsigned)fd >= NP_NEAR_FDS && fcntl(fd, F_GETFD) < 0)
+        return NULL;
     unsigned ci = (unsigned)fd >> NP_CHUNK_SHIFT;
     pthread_mutex_lock(&table_lock);
+    _Atomic(struct np_desc *) *slot = chunk_slot(ci);
     /* Relaxed: with table_lock held, which orders the writers. */
-    struct np_desc *c = atomic_load_explicit(&weft__np_table[ci], memory_order_relaxed);
-    if (!c) {
+    struct np_desc *c = slot ? atomic_load_explicit(slot, memory_order_relaxed) : NULL;
+    if (slot && !c) {
         c = weft__aligned_alloc(_Alignof(struct np_desc), NP_CHUNK * sizeof *c);
         if (c) {
             memset(c, 0, NP_CHUNK * sizeof *c);
@@ -103,8 +149,8 @@ struct np_desc *np_get(int fd)
                 pthread_mutex_init(&c[i].lock, NULL);
                 c[i].fd = (int)((ci << NP_CHUNK_SHIFT) | i);
             }
-            /* Release: pairs with the acquire in np_lookup. */
-            atomic_store_explicit(&weft__np_table[ci], c, memory_order_release);
+            /* Release: pairs with the acquire in np_lookup(_far). */
+            atomic_store_explicit(slot, c, memory_order_release);
         }
     }
     pthread_mutex_unlock(&table_lock);

@@ -60,12 +60,16 @@ struct np_desc {
 
 /*
  * The fd table: a fixed array of chunk pointers, each chunk NP_CHUNK
- * descriptors (netpoll.c). Here so that the fd wrappers' fast path can
- * index it inline.
+ * descriptors (netpoll.c), for fds below NP_NEAR_FDS (4M). Here so that
+ * the fd wrappers' fast path can index it inline. Larger fds (possible
+ * only where fs.nr_open and RLIMIT_NOFILE were raised beyond 4M) get
+ * descriptors too, from a second table reached out of line
+ * (np_lookup_far), so every fd works the same.
  */
 #define NP_CHUNK_SHIFT 10
 #define NP_CHUNK       (1u << NP_CHUNK_SHIFT)
 #define NP_CHUNKS      4096u
+#define NP_NEAR_FDS    (NP_CHUNK * NP_CHUNKS)
 
 extern _Atomic(struct np_desc *) weft__np_table[NP_CHUNKS];
 /* The current run's epoch (see np_desc.state). */
@@ -122,15 +126,21 @@ static inline void np_read_done(struct np_desc *pd, uint32_t e, long r, unsigned
         atomic_store_explicit(&pd->rdrained, d, memory_order_relaxed);
 }
 
-/* The descriptor for fd, made on first use; NULL if fd < 0 or beyond the
- * table (4M fds) or out of memory. Any thread. */
+/* The descriptor for fd, made on first use; NULL if fd < 0, out of
+ * memory, or (for fds from NP_NEAR_FDS on, whose chunks are made only
+ * for open fds) fd is not open. Any thread. */
 struct np_desc *np_get(int fd);
+
+/* np_lookup for fd >= NP_NEAR_FDS. Any thread. */
+struct np_desc *np_lookup_far(int fd);
 
 /* The descriptor for fd if one was ever made, else NULL. Any thread. */
 static inline struct np_desc *np_lookup(int fd)
 {
-    if (fd < 0 || (unsigned)fd >= NP_CHUNK * NP_CHUNKS)
+    if (fd < 0)
         return NULL;
+    if ((unsigned)fd >= NP_NEAR_FDS)
+        return np_lookup_far(fd);
     /* Acquire: pairs with the release in np_get, publishing the chunk's
      * initialized descriptors. */
     struct np_desc *c = atomic_load_explicit(&weft__np_table[(unsigned)fd >> NP_CHUNK_SHIFT],
