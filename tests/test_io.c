@@ -13,6 +13,7 @@
  * one fd come from different workers than the one whose epoll holds it.
  */
 #include <check.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1237,6 +1238,116 @@ START_TEST(fds_beyond_the_table)
 }
 END_TEST
 
+/* ---- weft_close forgets the fd before the number is free ------------------ */
+
+/*
+ * close() is interposed for this test program: after the real close, an
+ * armed hook runs as "another party" that gets the number at once. np_close
+ * calls it right at the step that frees the number, so the hook sees
+ * what such a party would, deterministically.
+ */
+static void (*_Atomic after_close)(int fd);
+
+static int real_close(int fd)
+{
+    static _Atomic(int (*)(int)) real;
+    int (*f)(int) = atomic_load_explicit(&real, memory_order_acquire);
+    if (!f) {
+        void *sym = dlsym(RTLD_NEXT, "close");
+        memcpy(&f, &sym, sizeof f);
+        atomic_store_explicit(&real, f, memory_order_release);
+    }
+    return f(fd);
+}
+
+int close(int fd)
+{
+    int r = real_close(fd);
+    void (*hook)(int) = atomic_load(&after_close);
+    if (hook && r == 0)
+        hook(fd);
+    return r;
+}
+
+static struct {
+    int target, keeper;   /* the fd weft_close'd; an fd to dup2 onto it */
+    int newfd, stale_known, waiter_gone, timeouts_rc;
+} reuse;
+
+/* The new owner of the number: dup2 onto it, look at the descriptor as
+ * the fast path would, set a read timeout (weft_fd_timeouts takes no
+ * lock, so it may run while np_close still holds pd->lock). */
+static void reuse_number(int fd)
+{
+    if (fd != reuse.target)
+        return;
+    atomic_store(&after_close, NULL);
+    reuse.newfd = dup2(reuse.keeper, fd);
+    struct np_desc *pd = np_lookup(fd);
+    reuse.stale_known = pd && np_known_pollable(pd);
+    reuse.waiter_gone = pd && atomic_load(&pd->slot[NP_READ]) <= 2 &&
+                        atomic_load(&pd->slot[NP_WRITE]) <= 2;
+    reuse.timeouts_rc = weft_fd_timeouts(fd, 30 * 1000000ll, 0);
+}
+
+static void close_reuse_main(void *arg)
+{
+    (void)arg;
+    for (int round = 0; round < 2; round++) {
+        int sv[2], tv[2];
+        EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+        EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, tv) == 0);
+        /* The fd to close is known to the netpoller, with a timeout set
+         * and, in round 1, a reader parked on it. */
+        EXPECT(weft_wait_fd(sv[0], POLLOUT, -1) & POLLOUT);
+        EXPECT(weft_fd_timeouts(sv[0], 0, 5 * 1000000000ll) == 0);
+        weft_fiber *f = NULL;
+        if (round == 1) {
+            f = weft_spawn(far_reader, (void *)(intptr_t)sv[0]);
+            wait_parked(sv[0], NP_READ);
+        }
+        memset(&reuse, 0, sizeof reuse);
+        reuse.target = sv[0];
+        reuse.keeper = tv[0];
+        reuse.newfd = -1;
+        atomic_store(&after_close, reuse_number);
+        EXPECT(weft_close(sv[0]) == 0);
+        atomic_store(&after_close, NULL);
+        if (f)
+            EXPECT(weft_join(f, NULL) == 0);
+        int fd = sv[0];
+        EXPECT(reuse.newfd == fd);
+        if (reuse.newfd != fd)
+            continue;
+        /* What the new owner saw and set survives the close. */
+        EXPECT(!reuse.stale_known);
+        EXPECT(reuse.waiter_gone);
+        EXPECT(reuse.timeouts_rc == 0);
+        struct np_desc *pd = np_lookup(fd);
+        int kept = pd && atomic_load(&pd->timeout[NP_READ]) == 30 * 1000000ll &&
+                   atomic_load(&pd->timeout[NP_WRITE]) == 0;
+        EXPECT(kept);
+        /* And the new fd works: registered afresh, its timeout honoured
+         * (only asked when kept: else the read would wait for ever). */
+        if (kept) {
+            char c;
+            EXPECT(weft_read(fd, &c, 1) == -ETIMEDOUT);
+            EXPECT(weft_write(tv[1], "r", 1) == 1);
+            EXPECT(weft_read(fd, &c, 1) == 1 && c == 'r');
+        }
+        EXPECT(weft_close(fd) == 0);
+        EXPECT(weft_close(tv[0]) == 0);
+        EXPECT(weft_close(tv[1]) == 0);
+        EXPECT(weft_close(sv[1]) == 0);
+    }
+}
+
+START_TEST(close_forgets_before_the_number_is_free)
+{
+    run(2, close_reuse_main, NULL);
+}
+END_TEST
+
 /* ---- fibers woken by I/O run in the order their I/O became ready ------ */
 
 #define FIFO_N 24
@@ -1325,6 +1436,7 @@ static Suite *io_suite(void)
         { "fd_timeouts_negative", fd_timeouts_negative_is_none },
         { "epipe", write_to_closed_peer_is_epipe },
         { "far_fds", fds_beyond_the_table },
+        { "close_reuse", close_forgets_before_the_number_is_free },
     };
     for (size_t i = 0; i < sizeof alone / sizeof alone[0]; i++) {
         TCase *t = tcase_create(alone[i].name);

@@ -25,6 +25,21 @@
  * wins, so the fiber is readied once or not parked at all; no lock is
  * held across the switch.
  *
+ * Last touch. The request is on the fiber's stack, so it is gone as soon
+ * as the fiber may run again. The step that lets the fiber proceed is the
+ * pool thread's exchange to DONE in run_request: if the fiber has not
+ * committed its park yet, its commit's CAS then fails and it returns at
+ * once; if it has, the exchange hands the pool thread its address, and
+ * weft__ready makes it runnable. So run_request writes the result BEFORE
+ * the exchange, and after it touches only the fiber's control block, in
+ * weft__ready (the fiber cannot finish, and its block cannot be reused,
+ * before it runs); the pool thread then goes back to the pool's lock and
+ * its own variables, never to the request. On the fiber's side the
+ * submit is the hand-over: the request is the pool's from the unlock in
+ * submit until the exchange, and the fiber reads it again (state, result)
+ * only after its park returns. arg and what fn reaches through it are
+ * fn's to touch while it runs, which ends before the exchange.
+ *
  * Growth, cap, shrink. Threads are created only when a call finds no idle
  * thread, up to a cap (WEFT_BLOCKING_MAX, default 64, read when the run's
  * first call starts the pool); beyond it calls wait in FIFO order. Idle

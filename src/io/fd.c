@@ -26,6 +26,27 @@
  * non-blocking does it poll() for the direction (honouring the per-fd
  * timeout) and try again. An fd the caller made non-blocking itself keeps
  * returning -EAGAIN there, as the plain call would.
+ *
+ * SIGPIPE. write and writev on a socket go out as send and sendmsg with
+ * MSG_NOSIGNAL (the send calls always add it), so a closed peer is
+ * -EPIPE and never kills the process. In a fiber the descriptor knows
+ * whether the fd is a socket (np_desc.sock, found once by np_prepare), so
+ * the fast path picks the call with one test of a byte on the line it
+ * reads anyway; on a plain thread, which has no registration, the send
+ * is tried first and write(2) made only if the kernel says ENOTSOCK.
+ *
+ * fds. Every fd from 0 to INT_MAX has a descriptor (netpoll.h's near and
+ * far tables), so none is mistaken for a file; a number that is not open
+ * fails with -EBADF.
+ *
+ * Last touches (see also netpoll.c's and blocking.c's). A call's own
+ * records (struct io_call, struct fast) live in the calling fiber's
+ * frame and are handed to no one but the blocking pool: a file's call
+ * runs file_call on a pool thread, which only reads the record and
+ * returns the result as its value; blocking.c's exchange is the step
+ * that lets the fiber return, and nothing after it touches the record.
+ * weft_close is np_close: the descriptor is reset before close(2) frees
+ * the number, never after.
  */
 #define _GNU_SOURCE
 #include <weft.h>

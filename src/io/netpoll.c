@@ -46,6 +46,39 @@
  * harmlessly later. Two references (the heap's and the waiter's) decide
  * who frees it; the ones still armed when the runtime stops are freed by
  * weft__netpoll_stop, found through per-worker lists.
+ *
+ * Last touches. A descriptor is never freed, but its fd number passes
+ * to a new owner at close(2), and a waiter's frame (struct np_wait) goes
+ * away once the waiter runs again. For each hand-over, the step that
+ * lets the other party proceed, and what is touched after it:
+ *   waiter's commit  slots_publish's CAS (or, for a dual wait, the unlock
+ *            after both CASes) makes the fiber findable: an unblocker may
+ *            ready it and it may return at once on another worker.
+ *            wait_commit writes wr->timer BEFORE it and touches wr no
+ *            more; a failed CAS means not parked, and wr is still ours.
+ *   unblock  (edge, timer, close) the CAS that takes a fiber out of its
+ *            slot gives that caller the sole right to weft__ready it;
+ *            weft__ready is the step. Afterwards the unblocker only
+ *            compares the pointer (fw != fr); the np_wait record is never
+ *            touched by an unblocker at all. A timer's own record is
+ *            reference-counted (timer_unref): the fiber and the heap each
+ *            drop theirs, the last frees.
+ *   weft_close  np_close bumps gen (waiters see -EBADF), readies the
+ *            waiters, then resets the descriptor (state, timeouts,
+ *            nb_set, poller) and only then calls close(2), which frees
+ *            the number: from there on another thread may get the number
+ *            from socket()/accept() and set up the same descriptor
+ *            (np_fresh, weft_fd_timeouts, the fast path's state check),
+ *            so nothing of it is written after close(2); only pd->lock is
+ *            released, which such a new owner's np_fresh/np_prepare waits
+ *            for. (A woken waiter cannot reuse the number before close(2)
+ *            returns: the kernel still holds it.)
+ *   edges in flight  an event fetched by a worker before close(2) may be
+ *            delivered after it, to a descriptor that now serves a new fd
+ *            with the same number: it marks a slot READY (a spurious
+ *            wake-up: the woken call retries and waits again) or sets
+ *            rdhup (which only turns off read skipping). Edges are hints,
+ *            so this is harmless by design.
  */
 #define _GNU_SOURCE
 #include "io/netpoll.h"
@@ -328,13 +361,22 @@ int np_close(int fd)
     /* Outside the lock: a dual waiter's unblock takes it. */
     unblock_ready(pd, NP_RBIT | NP_WBIT, 0);
     pthread_mutex_lock(&pd->lock);
-    int r = close(fd) == 0 || errno == EINTR ? 0 : -errno;
-    /* Relaxed: with pd->lock held; np_prepare re-reads under the lock. */
+    /* Forget the fd BEFORE close(2) (see "Last touches" above): once the
+     * kernel has freed the number, another thread may get it back from
+     * socket() or accept() and set up the same descriptor (timeouts, the
+     * fast path's "known pollable" state); nothing here may overwrite
+     * that, nor leave the old fd's state for it to find. Relaxed: with
+     * pd->lock held; np_prepare re-reads under the lock, and the fast
+     * path's acquire load of state sees 0 or the new owner's value. */
     atomic_store_explicit(&pd->state, 0, memory_order_relaxed);
     atomic_store_explicit(&pd->timeout[0], 0, memory_order_relaxed);
     atomic_store_explicit(&pd->timeout[1], 0, memory_order_relaxed);
     atomic_store_explicit(&pd->nb_set, 0, memory_order_relaxed);
     pd->poller = NULL;
+    /* The step that lets another party proceed: the number is free. Only
+     * the unlock follows, which a new owner's np_fresh / np_prepare waits
+     * for. */
+    int r = close(fd) == 0 || errno == EINTR ? 0 : -errno;
     pthread_mutex_unlock(&pd->lock);
     return r;
 }
