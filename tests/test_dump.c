@@ -32,6 +32,7 @@
 #include "dump_scenario.h"
 #include "ctx/unwind.h"
 #include "io/dumpsrv.h"
+#include "sched/sched.h"
 
 #define DEADLINE_NS (60ll * 1000000000)
 
@@ -352,6 +353,77 @@ START_TEST(dump_needs_a_runtime)
     ck_assert_int_eq(len, -EPERM);
     ck_assert_int_eq(weft_dump(-1), -EBADF);
     ck_assert_int_eq(weft__dumpsrv_started_ns(), 0);
+}
+END_TEST
+
+/* ---- a dump that finds no fiber ------------------------------------------ */
+
+/*
+ * At the end of a run (the main fiber and every other one have returned,
+ * the workers are exiting) the runtime still counts as running and the
+ * dump server still answers, but the registry holds no fiber; with
+ * -Dregistry=false it never holds one. That state is made here directly:
+ * a runtime with no fiber marked running under report_lock, as weft_run
+ * marks it, both before any run (no registry slab) and after one (slabs
+ * whose every entry is free).
+ */
+static void mark_running(int on)
+{
+    pthread_mutex_lock(&weft__rt.report_lock);
+    atomic_store(&weft__rt.state, on ? RT_RUNNING : RT_STOPPED);
+    pthread_mutex_unlock(&weft__rt.report_lock);
+}
+
+static void no_fiber_main(void *arg)
+{
+    (void)arg;
+}
+
+static void no_fiber_child(void)
+{
+    for (int round = 0; round < 2; round++) {
+        if (round == 1) {
+            weft_config c;
+            weft_config_init(&c);
+            c.workers = 1;
+            if (weft_run(&c, no_fiber_main, NULL) != 0)
+                _exit(2);
+        }
+        mark_running(1);
+        long tlen, jlen;
+        char *t = report_text(0, &tlen);
+        char *j = report_text(1, &jlen);
+        mark_running(0);
+        if (!t || !strstr(t, "weft-dump: pid") || !strstr(t, ", 0 workers")) {
+            fprintf(stderr, "round %d: text report (%ld): %s\n", round, tlen, t ? t : "");
+            _exit(3);
+        }
+        struct jval doc;
+        if (!j || json_parse(j, (size_t)jlen, &doc) != 0) {
+            fprintf(stderr, "round %d: JSON report (%ld): %s\n", round, jlen, j ? j : "");
+            _exit(4);
+        }
+        const struct jval *fibers = json_get(&doc, "fibers");
+        int empty = fibers && fibers->t == J_ARR && fibers->n == 0;
+        json_free(&doc);
+        if (!empty) {
+            fprintf(stderr, "round %d: JSON fibers not an empty list: %s\n", round, j);
+            _exit(5);
+        }
+        free(t);
+        free(j);
+    }
+    _exit(0);
+}
+
+START_TEST(dump_with_no_fiber)
+{
+    /* In a child, so that a sanitizer that halts on error fails the test
+     * with its exit status, and one that only prints fails it here. */
+    struct child_result r = run_in_child(no_fiber_child);
+    ck_assert_msg(r.exited && r.status == 0, "child: exit %d, signal %d: %s", r.status, r.sig,
+                  r.err);
+    ck_assert_msg(!strstr(r.err, "runtime error"), "undefined behaviour: %s", r.err);
 }
 END_TEST
 
@@ -1112,6 +1184,7 @@ static Suite *dump_suite(void)
     tcase_add_test(c, dump_many_parked_fibers_folded);
     tcase_add_test(c, dump_from_a_fiber_with_odd_names);
     tcase_add_test(c, dump_needs_a_runtime);
+    tcase_add_test(c, dump_with_no_fiber);
     tcase_add_test(c, dump_protocol);
     tcase_add_test(c, dump_when_every_worker_is_stuck);
     tcase_add_test(c, dump_on_signal);

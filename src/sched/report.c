@@ -1042,7 +1042,10 @@ int weft__report(int fd, int json)
         snap_free(&s);
         return err;
     }
-    qsort(s.f, s.nf, sizeof *s.f, frec_cmp);
+    /* s.f is NULL when the walk found no fiber (the run is ending, or the
+     * registry is compiled out), and qsort's array must not be NULL. */
+    if (s.nf > 1)
+        qsort(s.f, s.nf, sizeof *s.f, frec_cmp);
     struct out o = { 0 };
     if (json)
         json_report(&o, &s, &st);
