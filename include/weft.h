@@ -286,7 +286,11 @@ WEFT_EXPORT weft_fiber *weft_spawn_ex(const weft_spawn_opts *o, weft_fn fn, void
  *
  * Returns 0, or: -EINVAL (f is NULL, or was already joined or detached;
  * detected as long as its control block has not been reused by a later
- * spawn), -EDEADLK (f is the calling fiber). Any thread.
+ * spawn), -EDEADLK (f is the calling fiber), -ESRCH (a plain thread's
+ * join once the run that spawned f has ended or is ending, i.e. weft_run
+ * has returned or is about to: every fiber's control block goes with its
+ * run, so f is not touched and its result is lost). A handle belongs to
+ * its run: passing it to any call in a later run is undefined. Any thread.
  */
 WEFT_EXPORT int weft_join(weft_fiber *f, void **result);
 
@@ -294,8 +298,9 @@ WEFT_EXPORT int weft_join(weft_fiber *f, void **result);
  * weft_detach - let f free itself when it returns; it can no longer be
  * joined. If f has already finished it is freed now.
  *
- * Returns 0, or -EINVAL (f is NULL, or already joined or detached).
- * Any thread; never switches.
+ * Returns 0, or -EINVAL (f is NULL, or already joined or detached),
+ * -ESRCH (a plain thread's detach once f's run has ended or is ending,
+ * as for weft_join). Any thread; never switches.
  */
 WEFT_EXPORT int weft_detach(weft_fiber *f);
 

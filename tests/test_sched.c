@@ -1510,6 +1510,343 @@ START_TEST(run_ends_while_plain_thread_wakes)
 }
 END_TEST
 
+/* ---- handles and the end of their run ---------------------------------- */
+
+/* A plain thread spawned two fibers during a run; they finished, and the
+ * run ended with them unjoined. Their control blocks went with the run,
+ * so a join or detach from a plain thread afterwards is refused (-ESRCH)
+ * without touching the handle (under ASan: no use after free), and the
+ * next run is unharmed. */
+static weft_fiber *late_fibers[2];
+
+static void *late_spawner(void *arg)
+{
+    (void)arg;
+    late_fibers[0] = weft_spawn(ret_arg_times_two, (void *)21);
+    late_fibers[1] = weft_spawn(ret_arg_times_two, (void *)22);
+    return NULL;
+}
+
+static void late_main(void *arg)
+{
+    (void)arg;
+    pthread_t th;
+    /* The thread needs no fiber to run, so blocking this worker on it
+     * for a moment is harmless. */
+    EXPECT(pthread_create(&th, NULL, late_spawner, NULL) == 0);
+    EXPECT(pthread_join(th, NULL) == 0);
+    EXPECT(late_fibers[0] != NULL && late_fibers[1] != NULL);
+}
+
+START_TEST(join_after_run_returns)
+{
+    run(2, late_main, NULL);
+    void *r = (void *)1;
+    ck_assert_int_eq(weft_join(late_fibers[0], &r), -ESRCH);
+    ck_assert_ptr_eq(r, (void *)1);
+    ck_assert_int_eq(weft_detach(late_fibers[1]), -ESRCH);
+    long n = 1000;
+    run(2, many_main, &n);
+}
+END_TEST
+
+/* Plain threads join the fibers whose ends end the run: each join either
+ * completes (0, with the result) or, if the run ended before the join
+ * began, is refused (-ESRCH); the run never frees a block under a join
+ * in progress (ASan sees any use after free). */
+#define END_JOINERS 4
+
+struct end_join {
+    weft_fiber  *f[END_JOINERS];
+    _Atomic int  ready;
+    int          rc[END_JOINERS];
+    void        *r[END_JOINERS];
+};
+
+struct end_joiner {
+    struct end_join *e;
+    int              i;
+};
+
+static void *end_join_fiber(void *arg)
+{
+    if ((uintptr_t)arg & 1)
+        weft_yield();
+    return arg;
+}
+
+static void *end_join_thread(void *arg)
+{
+    struct end_joiner *j = arg;
+    while (!atomic_load(&j->e->ready))
+        sched_yield();
+    j->e->rc[j->i] = weft_join(j->e->f[j->i], &j->e->r[j->i]);
+    return NULL;
+}
+
+static void end_join_main(void *arg)
+{
+    struct end_join *e = arg;
+    for (int i = 0; i < END_JOINERS; i++)
+        e->f[i] = weft_spawn(end_join_fiber, (void *)(uintptr_t)(i + 4));
+    atomic_store(&e->ready, 1);
+}
+
+START_TEST(plain_join_as_run_ends)
+{
+    long rounds = sized(200), completed = 0;
+    for (long i = 0; i < rounds; i++) {
+        struct end_join e;
+        memset(&e, 0, sizeof e);
+        struct end_joiner j[END_JOINERS];
+        pthread_t th[END_JOINERS];
+        for (int k = 0; k < END_JOINERS; k++) {
+            j[k] = (struct end_joiner){ &e, k };
+            ck_assert_int_eq(pthread_create(&th[k], NULL, end_join_thread, &j[k]), 0);
+        }
+        run(2, end_join_main, &e);
+        for (int k = 0; k < END_JOINERS; k++) {
+            pthread_join(th[k], NULL);
+            ck_assert_msg(e.rc[k] == 0 || e.rc[k] == -ESRCH, "round %ld: join %d", i, e.rc[k]);
+            if (e.rc[k] == 0) {
+                ck_assert_ptr_eq(e.r[k], (void *)(uintptr_t)(k + 4));
+                completed++;
+            }
+        }
+    }
+    ck_assert_int_gt(completed, 0);
+}
+END_TEST
+
+/* ---- lifetimes: spawn, join and detach from everywhere at once -------- */
+
+/*
+ * Every way a fiber's end meets its join or detach, many times over on
+ * all workers: joins that run the child in place, joins that park, exits
+ * that switch straight to their joiner, joins of a child that ended
+ * first, plain threads joining fibers that fibers spawned (handed over
+ * through a queue) and their own, detaches before, during and after the
+ * child's end, from fibers and plain threads. Each join checks its
+ * result: a finisher that touched a control block after letting its
+ * joiner go (the joiner frees it, and the next spawn reuses it at once)
+ * shows up as a wrong result, a lost detached fiber, or under ASan a use
+ * after free.
+ */
+#define LT_THREADS 2
+#define LT_QUEUE   64
+
+static struct lifetimes {
+    long            per_producer;
+    pthread_mutex_t lock;
+    pthread_cond_t  cond;
+    weft_fiber     *q[LT_QUEUE];   /* with lock: fibers for plain threads */
+    uintptr_t       qv[LT_QUEUE];
+    unsigned        head, n;
+    int             closed;
+    _Atomic long    joinable, joined, detached, detached_done, errors;
+    _Atomic int     threads_left;
+} lt;
+
+static uintptr_t lt_result(uintptr_t v)
+{
+    return v * 3 + 1;
+}
+
+static void *lt_child(void *arg)
+{
+    uintptr_t v = (uintptr_t)arg;
+    switch (v % 5) {
+    case 1:
+        weft_yield();
+        break;
+    case 2: {
+        /* a grandchild, joined newest first */
+        weft_fiber *g = weft_spawn(ret_arg_times_two, arg);
+        void *r = NULL;
+        if (!g || weft_join(g, &r) != 0 || (uintptr_t)r != 2 * v)
+            atomic_fetch_add(&lt.errors, 1);
+        break;
+    }
+    case 3:
+        weft_sleep(1000);
+        break;
+    default:
+        break;
+    }
+    return (void *)lt_result(v);
+}
+
+static void *lt_detached_child(void *arg)
+{
+    lt_child(arg);
+    atomic_fetch_add(&lt.detached_done, 1);
+    return NULL;
+}
+
+static void lt_check(int rc, void *r, uintptr_t v)
+{
+    if (rc != 0 || (uintptr_t)r != lt_result(v))
+        atomic_fetch_add(&lt.errors, 1);
+    else
+        atomic_fetch_add(&lt.joined, 1);
+}
+
+static weft_fiber *lt_spawn(uintptr_t v)
+{
+    weft_fiber *f = weft_spawn(lt_child, (void *)v);
+    if (f)
+        atomic_fetch_add(&lt.joinable, 1);
+    else
+        atomic_fetch_add(&lt.errors, 1);
+    return f;
+}
+
+static void lt_join(weft_fiber *f, uintptr_t v)
+{
+    void *r = NULL;
+    if (f) {
+        int rc = weft_join(f, &r);
+        lt_check(rc, r, v);
+    }
+}
+
+static void lt_detach_one(int yield_first, uintptr_t v)
+{
+    weft_fiber *f = weft_spawn(lt_detached_child, (void *)v);
+    if (!f) {
+        atomic_fetch_add(&lt.errors, 1);
+        return;
+    }
+    atomic_fetch_add(&lt.detached, 1);
+    if (yield_first)
+        weft_yield(); /* it may run, or end, before the detach */
+    if (weft_detach(f) != 0)
+        atomic_fetch_add(&lt.errors, 1);
+}
+
+/* Hand f to the plain threads; 0 if the queue is full. Never blocks on
+ * anything but the queue's short critical section. */
+static int lt_hand_over(weft_fiber *f, uintptr_t v)
+{
+    pthread_mutex_lock(&lt.lock);
+    int ok = lt.n < LT_QUEUE;
+    if (ok) {
+        unsigned i = (lt.head + lt.n++) % LT_QUEUE;
+        lt.q[i] = f;
+        lt.qv[i] = v;
+        pthread_cond_signal(&lt.cond);
+    }
+    pthread_mutex_unlock(&lt.lock);
+    return ok;
+}
+
+static void *lt_producer(void *arg)
+{
+    uintptr_t base = (uintptr_t)arg;
+    for (long i = 0; i < lt.per_producer; i++) {
+        uintptr_t v = base + (uintptr_t)i;
+        weft_fiber *f, *g;
+        switch (i % 6) {
+        case 0: /* newest first: runs in place, or parks if stolen */
+            lt_join(lt_spawn(v), v);
+            break;
+        case 1: /* oldest first: parks, the child exits into its joiner */
+            f = lt_spawn(v);
+            g = lt_spawn(v + 1);
+            lt_join(f, v);
+            lt_join(g, v + 1);
+            break;
+        case 2: /* the child may have ended before the join */
+            f = lt_spawn(v);
+            weft_yield();
+            lt_join(f, v);
+            break;
+        case 3: /* detached before it starts */
+            lt_detach_one(0, v);
+            break;
+        case 4: /* detached while it runs, or after it ended */
+            lt_detach_one(1, v);
+            break;
+        default: /* joined by a plain thread */
+            f = lt_spawn(v);
+            if (f && !lt_hand_over(f, v))
+                lt_join(f, v);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void *lt_thread(void *arg)
+{
+    uintptr_t v = (uintptr_t)arg;
+    for (;;) {
+        pthread_mutex_lock(&lt.lock);
+        while (lt.n == 0 && !lt.closed)
+            pthread_cond_wait(&lt.cond, &lt.lock);
+        if (lt.n == 0) {
+            pthread_mutex_unlock(&lt.lock);
+            break;
+        }
+        weft_fiber *f = lt.q[lt.head];
+        uintptr_t fv = lt.qv[lt.head];
+        lt.head = (lt.head + 1) % LT_QUEUE;
+        lt.n--;
+        pthread_mutex_unlock(&lt.lock);
+        lt_join(f, fv);
+        /* Its own: spawned here, joined or detached here. */
+        v += 2;
+        lt_join(lt_spawn(v), v);
+        lt_detach_one(v & 2, v + 1);
+    }
+    atomic_fetch_sub(&lt.threads_left, 1);
+    return NULL;
+}
+
+static pthread_t lt_threads[LT_THREADS];
+
+static void lt_main(void *arg)
+{
+    (void)arg;
+    unsigned np = 2 * weft_workers();
+    weft_fiber *p[64];
+    atomic_store(&lt.threads_left, LT_THREADS);
+    for (int i = 0; i < LT_THREADS; i++)
+        EXPECT(pthread_create(&lt_threads[i], NULL, lt_thread,
+                              (void *)((uintptr_t)(i + 1) << 40)) == 0);
+    for (unsigned i = 0; i < np; i++)
+        p[i] = weft_spawn(lt_producer, (void *)((uintptr_t)(i + 1) << 32));
+    for (unsigned i = 0; i < np; i++)
+        EXPECT(weft_join(p[i], NULL) == 0);
+    pthread_mutex_lock(&lt.lock);
+    lt.closed = 1;
+    pthread_cond_broadcast(&lt.cond);
+    pthread_mutex_unlock(&lt.lock);
+    /* The threads still join fibers: wait as a fiber, not in pthread_join. */
+    while (atomic_load(&lt.threads_left) > 0)
+        weft_sleep(100000);
+}
+
+START_TEST(lifetimes_stress)
+{
+    unsigned workers = 4;
+    memset(&lt, 0, sizeof lt);
+    pthread_mutex_init(&lt.lock, NULL);
+    pthread_cond_init(&lt.cond, NULL);
+    lt.per_producer = sized(100000) / (2 * workers);
+    run(workers, lt_main, NULL);
+    for (int i = 0; i < LT_THREADS; i++)
+        pthread_join(lt_threads[i], NULL);
+    ck_assert_int_eq(atomic_load(&lt.errors), 0);
+    ck_assert_int_eq(atomic_load(&lt.joined), atomic_load(&lt.joinable));
+    ck_assert_int_gt(atomic_load(&lt.detached), 0);
+    /* weft_run waited for every detached fiber. */
+    ck_assert_int_eq(atomic_load(&lt.detached_done), atomic_load(&lt.detached));
+    pthread_mutex_destroy(&lt.lock);
+    pthread_cond_destroy(&lt.cond);
+}
+END_TEST
+
 /* ---- no stack to be had: EAGAIN, then recovery ------------------------ */
 
 #if !WEFT__ASAN && !WEFT__TSAN /* sanitizers reserve terabytes of address space */
@@ -1713,6 +2050,9 @@ static Suite *sched_suite(void)
     tcase_add_test(tc, spawn_and_join_from_plain_threads);
     tcase_add_test(tc, worker_popped_while_joining_idle_list_wakes);
     tcase_add_test(tc, run_ends_while_plain_thread_wakes);
+    tcase_add_test(tc, join_after_run_returns);
+    tcase_add_test(tc, plain_join_as_run_ends);
+    tcase_add_test(tc, lifetimes_stress);
     tc = tcase(s, "internals");
     tcase_add_test(tc, timer_heap_order);
     tcase_add_test(tc, poller_wait_and_wake);

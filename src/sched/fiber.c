@@ -19,6 +19,50 @@
  * by the first join or detach. A control block is recycled when its join
  * completes, still claimed, so a stale second join is answered -EINVAL
  * until the block is reused by a new spawn.
+ *
+ * Last touches. Whoever lets another party proceed must not touch what
+ * that party may then free: the joiner frees the control block as soon
+ * as weft_join returns, and a plain thread's waiter lives on its stack.
+ * The finishing side's last touch of each, in every path:
+ *
+ *   finish, nobody waits     the exchange to DONE in weft__fiber_finish;
+ *                            the stack went back before it, the exit is
+ *                            counted after it (the worker's word, not f's)
+ *   finish, fiber joiner     the same exchange; then only weft__ready_local
+ *     parked after the       of the joiner, which cannot run before that
+ *     finisher looked        ready completes (it is parked, on no queue)
+ *   finish, fiber joiner     the release store of DONE in claim_joiner,
+ *     parked before          then the switch to the joiner itself: the
+ *     (exit to joiner)       joiner runs only because of that switch, and
+ *                            the block's remaining bookkeeping (stack,
+ *                            registry word) is done by the joiner's own
+ *                            after_switch, before weft_join goes on
+ *   finish, thread joiner    the exchange; then the release store of
+ *                            `done` in the waiter, the last touch of the
+ *                            waiter's memory; the futex wake after it is a
+ *                            system call on the word's address, which
+ *                            reads nothing (if the waiter has gone, at
+ *                            most a spurious wake-up of a later waiter
+ *                            there, which every futex user tolerates)
+ *   finish, detached         the exchange finds DETACHED: the finisher
+ *                            owns the block and frees it itself
+ *   detach racing finish     the CAS of RUNNING to DETACHED and the
+ *                            finisher's exchange: the second of the two
+ *                            frees the block, the first never touches it
+ *                            after its atomic
+ *   inline join              the child never leaves the joiner's call, so
+ *                            the joiner itself marks it done and frees it
+ *   stack succession         weft__fiber_finish runs for the ended fiber
+ *                            on the stack its successor now owns, before
+ *                            the successor's function is called, and
+ *                            touches nothing of the ended fiber after it
+ *
+ * Plain threads and the end of a run. Control blocks live in slabs that
+ * weft_run frees when it returns, so a plain thread that joins, detaches
+ * or spawns holds the run while it touches a block (run_hold): counted
+ * among the foreign threads that weft_run waits for before freeing
+ * anything, and only while the run is still RUNNING. A join or detach
+ * after that fails with -ESRCH without touching the handle.
  */
 #include "sched/sched.h"
 
@@ -297,7 +341,59 @@ void weft__fiber_free(struct weft_fiber *f)
     fiber_free_on(weft__worker_self(), f);
 }
 
+/* ---- plain threads and the end of a run ---------------------------------- */
+
+/*
+ * A plain thread is about to touch control blocks (join, detach, spawn):
+ * hold the run, so that weft_run does not free the slabs meanwhile. 0, or
+ * -1 if no run is going on (none started, or it is ending: its blocks are
+ * gone or about to be). Release with weft__foreign_leave. Dekker's
+ * pattern with the end of weft_run (runtime.c): our seq_cst add, then a
+ * seq_cst load of the state; weft_run's seq_cst store of RT_STOPPING, a
+ * seq_cst fence, then its load of the count (weft__foreign_quiesce):
+ * either we see the run stopping, or weft_run waits for us. Any thread
+ * that is not a worker.
+ */
+static int run_hold(void)
+{
+    atomic_fetch_add_explicit(&weft__rt.foreign_wakers, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&weft__rt.state, memory_order_seq_cst) == RT_RUNNING)
+        return 0;
+    weft__foreign_leave();
+    return -1;
+}
+
 /* ---- spawning ------------------------------------------------------------ */
+
+/* spawn from a plain thread: the block comes from the run's slabs, so
+ * the run is held meanwhile; the final word on whether the run still
+ * takes fibers is weft__submit_foreign's, under the queue lock. */
+static weft_fiber *spawn_foreign(const weft_spawn_opts *o, weft_fn fn, void *arg, void *pc)
+{
+    if (run_hold() != 0) {
+        errno = EPERM;
+        return NULL;
+    }
+    struct weft_fiber *f = NULL;
+    int err = 0;
+    /* Relaxed: a flag read on its own (see start_fiber in sched.c). */
+    if (atomic_load_explicit(&weft__rt.stack_starved, memory_order_relaxed))
+        err = EAGAIN;
+    else if (!(f = weft__fiber_new(NULL, o, fn, arg)))
+        err = ENOMEM;
+    if (f) {
+        f->spawn_pc = pc;
+        if (weft__submit_foreign(f) != 0) {
+            weft__fiber_free(f);
+            f = NULL;
+            err = EPERM;
+        }
+    }
+    weft__foreign_leave();
+    if (!f)
+        errno = err;
+    return f;
+}
 
 /* weft_spawn_ex, with the caller's return address for the registry. */
 static weft_fiber *spawn(const weft_spawn_opts *o, weft_fn fn, void *arg, void *pc)
@@ -310,13 +406,8 @@ static weft_fiber *spawn(const weft_spawn_opts *o, weft_fn fn, void *arg, void *
         return NULL;
     }
     struct worker *w = weft__worker_self();
-    /* Acquire: pairs with weft_run's store of RT_RUNNING; a plain thread
-     * must not spawn into a runtime that is not (or no longer) running.
-     * The final word is weft__submit_foreign's, under the queue lock. */
-    if (!w && atomic_load_explicit(&weft__rt.state, memory_order_acquire) != RT_RUNNING) {
-        errno = EPERM;
-        return NULL;
-    }
+    if (!w)
+        return spawn_foreign(o, fn, arg, pc);
     /* Relaxed: a flag read on its own (see start_fiber in sched.c). */
     if (atomic_load_explicit(&weft__rt.stack_starved, memory_order_relaxed)) {
         errno = EAGAIN;
@@ -328,18 +419,12 @@ static weft_fiber *spawn(const weft_spawn_opts *o, weft_fn fn, void *arg, void *
         return NULL;
     }
     f->spawn_pc = pc;
-    if (w) {
-        /* Relaxed: owner-only counter; the release store of the child's
-         * exit (weft__fiber_finish) comes after this in happens-before. */
-        atomic_store_explicit(&w->nspawned,
-                              atomic_load_explicit(&w->nspawned, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
-        weft__ready_local(w, f);
-    } else if (weft__submit_foreign(f) != 0) {
-        weft__fiber_free(f);
-        errno = EPERM;
-        return NULL;
-    }
+    /* Relaxed: owner-only counter; the release store of the child's exit
+     * (weft__fiber_finish) comes after this in happens-before. */
+    atomic_store_explicit(&w->nspawned,
+                          atomic_load_explicit(&w->nspawned, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    weft__ready_local(w, f);
     return f;
 }
 
@@ -455,12 +540,12 @@ static void thread_join(struct weft_fiber *f)
         weft__futex_wait(&tw.done, 0, -1);
 }
 
-int weft_join(weft_fiber *f, void **result)
+/* weft_join, for a caller that is worker w running self (NULL, NULL: a
+ * plain thread holding the run). Inline: the fiber's join is the hot
+ * path of fork-join code. */
+static inline __attribute__((always_inline))
+int join(struct worker *w, struct weft_fiber *self, struct weft_fiber *f, void **result)
 {
-    if (!f)
-        return -EINVAL;
-    struct worker *w = weft__worker_self();
-    struct weft_fiber *self = w ? w->current : NULL;
     if (f == self)
         return -EDEADLK;
     /* Relaxed: only decides who gets to join; the join word carries the
@@ -488,10 +573,30 @@ int weft_join(weft_fiber *f, void **result)
     return 0;
 }
 
-int weft_detach(weft_fiber *f)
+/* weft_join on a plain thread: the block must outlive our last touch
+ * of it, so the run is held meanwhile. */
+static __attribute__((noinline)) int join_foreign(struct weft_fiber *f, void **result)
+{
+    if (run_hold() != 0)
+        return -ESRCH;
+    int err = join(NULL, NULL, f, result);
+    weft__foreign_leave();
+    return err;
+}
+
+int weft_join(weft_fiber *f, void **result)
 {
     if (!f)
         return -EINVAL;
+    struct worker *w = weft__worker_self();
+    if (__builtin_expect(!w, 0))
+        return join_foreign(f, result);
+    return join(w, w->current, f, result);
+}
+
+/* weft_detach, for a worker or a plain thread holding the run. */
+static int detach(struct weft_fiber *f)
+{
     /* Relaxed: as in weft_join. */
     if (atomic_exchange_explicit(&f->claimed, 1, memory_order_relaxed))
         return -EINVAL;
@@ -504,6 +609,20 @@ int weft_detach(weft_fiber *f)
         return 0;
     weft__fiber_free(f); /* already finished */
     return 0;
+}
+
+int weft_detach(weft_fiber *f)
+{
+    if (!f)
+        return -EINVAL;
+    if (weft__worker_self())
+        return detach(f);
+    /* A plain thread: as in weft_join. */
+    if (run_hold() != 0)
+        return -ESRCH;
+    int err = detach(f);
+    weft__foreign_leave();
+    return err;
 }
 
 /* ---- the calling fiber ------------------------------------------------ */

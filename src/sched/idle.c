@@ -136,8 +136,9 @@ void weft__wakep(void)
 void weft__foreign_quiesce(void)
 {
     /* Acquire: pairs with weft__foreign_leave's release. A waker is in a
-     * short stretch that never blocks (a lock, an eventfd write), so
-     * giving up the CPU until it is out is enough. */
+     * short stretch that never blocks (a lock, an eventfd write), and so
+     * is a plain thread's join by now (every fiber has ended, so its wait
+     * is over), so giving up the CPU until it is out is enough. */
     while (atomic_load_explicit(&weft__rt.foreign_wakers, memory_order_acquire))
         sched_yield();
 }

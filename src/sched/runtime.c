@@ -355,15 +355,22 @@ static int run(const weft_config *cfg)
     /* Before anything a pool thread's last weft__ready may touch (the
      * global queue, the idle list, the pollers) is torn down. */
     weft__blocking_stop();
-    /* And before any plain thread's (a fiber it readied may have ended
-     * the run while it was still waking a worker). */
-    weft__foreign_quiesce();
     /* The run's totals for weft_stats_get; then no reader may start on
-     * the workers (report_lock orders this against the readers). */
+     * the workers (report_lock orders this against the readers), and no
+     * plain thread may start to join, detach or spawn (fiber.c,
+     * run_hold). seq_cst store, then a seq_cst fence before the
+     * quiescence check's load: Dekker's pattern with run_hold's add and
+     * load, so either that thread sees the run stopping or we see it. */
     weft__stats_keep();
     pthread_mutex_lock(&weft__rt.report_lock);
     atomic_store(&weft__rt.state, RT_STOPPING);
     pthread_mutex_unlock(&weft__rt.report_lock);
+    weft__fence_seq_cst();
+    /* Before anything a plain thread may still touch is freed: a fiber
+     * it readied may have ended the run while it was still waking a
+     * worker (the idle list, the pollers), and a join, detach or spawn
+     * it began while the run was on still holds a control block. */
+    weft__foreign_quiesce();
     /* Only a failed start leaves fibers behind (the main fiber). */
     weft__global_discard();
     weft__fiber_pool_release();

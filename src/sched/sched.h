@@ -340,7 +340,9 @@ struct weft__runtime {
     _Atomic size_t    gq_len;        /* fibers in both; written with gq_lock */
     _Atomic uint64_t  foreign_spawned; /* fibers spawned off-worker        */
     /* Threads that are not workers between publishing a fiber to the
-     * global queue and the end of their weft__wakep (weft__foreign_*). */
+     * global queue and the end of their weft__wakep (weft__foreign_*),
+     * or joining, detaching or spawning (fiber.c, run_hold): weft_run
+     * frees nothing they touch until it drops to zero. */
     _Atomic unsigned  foreign_wakers;
 
     /* Free control blocks beyond the workers' magazines (fiber.c): full
