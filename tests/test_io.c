@@ -1348,6 +1348,106 @@ START_TEST(close_forgets_before_the_number_is_free)
 }
 END_TEST
 
+/* ---- a woken waiter's frame is not touched after the wake ------------------- */
+
+/*
+ * np_wait's record (struct np_wait) is on the waiting fiber's stack.
+ * Pairs of fibers on every worker ping-pong bytes (woken by edges), and
+ * now and then a reader is woken by weft_close (-EBADF) or by its
+ * per-fd timeout (-ETIMEDOUT); right after every wake the woken fiber
+ * writes over the stack below its frame. An unblocker, timer or commit
+ * still touching the record after the wake races with those writes
+ * (TSan) or changes them under the fiber's checks.
+ */
+#define WAKE_PAIRS 4
+
+/* Overwrite (and read back) the stack just below the caller's frame. */
+static __attribute__((noinline)) int scribble_below(uint64_t seed)
+{
+    volatile uint64_t words[512];
+    for (size_t i = 0; i < 512; i++)
+        words[i] = seed + i;
+    int ok = 1;
+    for (size_t i = 0; i < 512; i++)
+        ok &= words[i] == seed + i;
+    return ok;
+}
+
+static void *closed_reader(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char c;
+    EXPECT(weft_read(fd, &c, 1) == -EBADF);
+    EXPECT(scribble_below((uint64_t)fd));
+    return NULL;
+}
+
+static void *ping_side(void *arg)
+{
+    int *fds = arg;   /* fds[0] ours, fds[1] the peer's, fds[2] iterations */
+    int fd = fds[0];
+    char c = 0;
+    for (int i = 0; i < fds[2]; i++) {
+        EXPECT(weft_write(fd, &c, 1) == 1);
+        EXPECT(weft_read(fd, &c, 1) == 1);
+        EXPECT(scribble_below((uint64_t)i));
+        c++;
+    }
+    return NULL;
+}
+
+static void *wake_pair(void *arg)
+{
+    long n = (long)(intptr_t)arg;
+    const int64_t ms = 1000000;
+    for (long done = 0; done < n;) {
+        /* Edges: a ping-pong of 64 rounds. */
+        int sv[2];
+        EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+        int a[3] = { sv[0], sv[1], 64 }, b[3] = { sv[1], sv[0], 64 };
+        weft_fiber *fa = weft_spawn(ping_side, a);
+        weft_fiber *fb = weft_spawn(ping_side, b);
+        EXPECT(weft_join(fa, NULL) == 0 && weft_join(fb, NULL) == 0);
+        done += 2 * 64;
+        /* A reader woken by close. */
+        weft_fiber *r = weft_spawn(closed_reader, (void *)(intptr_t)sv[0]);
+        wait_parked(sv[0], NP_READ);
+        EXPECT(weft_close(sv[0]) == 0);
+        EXPECT(weft_join(r, NULL) == 0);
+        done++;
+        /* A reader woken by its timeout. */
+        char c;
+        EXPECT(weft_fd_timeouts(sv[1], 1 * ms, -1) == 0);
+        EXPECT(weft_read(sv[1], &c, 1) == 0); /* the peer is gone: EOF */
+        int tv[2];
+        EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, tv) == 0);
+        EXPECT(weft_fd_timeouts(tv[0], 1 * ms, -1) == 0);
+        EXPECT(weft_read(tv[0], &c, 1) == -ETIMEDOUT);
+        EXPECT(scribble_below((uint64_t)done));
+        done++;
+        EXPECT(weft_close(tv[0]) == 0 && weft_close(tv[1]) == 0);
+        EXPECT(weft_close(sv[1]) == 0);
+    }
+    return NULL;
+}
+
+static void wake_frames_main(void *arg)
+{
+    (void)arg;
+    long per = sized(100000) / WAKE_PAIRS;
+    weft_fiber *f[WAKE_PAIRS];
+    for (int i = 0; i < WAKE_PAIRS; i++)
+        f[i] = weft_spawn(wake_pair, (void *)(intptr_t)per);
+    for (int i = 0; i < WAKE_PAIRS; i++)
+        EXPECT(f[i] && weft_join(f[i], NULL) == 0);
+}
+
+START_TEST(waiter_frame_not_touched_after_wake)
+{
+    run(0, wake_frames_main, NULL);
+}
+END_TEST
+
 /* ---- fibers woken by I/O run in the order their I/O became ready ------ */
 
 #define FIFO_N 24
@@ -1437,6 +1537,7 @@ static Suite *io_suite(void)
         { "epipe", write_to_closed_peer_is_epipe },
         { "far_fds", fds_beyond_the_table },
         { "close_reuse", close_forgets_before_the_number_is_free },
+        { "waiter_last_touch", waiter_frame_not_touched_after_wake },
     };
     for (size_t i = 0; i < sizeof alone / sizeof alone[0]; i++) {
         TCase *t = tcase_create(alone[i].name);
