@@ -726,9 +726,12 @@ WEFT_EXPORT int weft_stats_get(weft_stats *out);
  * fiber grouped by state and wait reason, with its id, name, worker,
  * time in its state, stack use, spawn site and, for parked fibers, a
  * symbolized backtrace. The runtime keeps running while it is written.
+ * The whole report is written: on a non-blocking fd that is full the
+ * call waits for room (a fiber parks, a plain thread polls) rather than
+ * failing with -EAGAIN part-way; a socket gets MSG_NOSIGNAL (no SIGPIPE).
  * Returns 0, -EPERM if no runtime is running, -EBADF or another
- * negative errno if writing fd failed. Any thread, fibers included (the
- * write may block the calling thread).
+ * negative errno if writing fd failed. Any thread, fibers included (a
+ * write to a blocking fd may block the calling thread).
  */
 WEFT_EXPORT int weft_dump(int fd);
 

@@ -32,6 +32,7 @@
 #include "dump_scenario.h"
 #include "ctx/unwind.h"
 #include "io/dumpsrv.h"
+#include "io/netpoll.h"
 #include "sched/sched.h"
 
 #define DEADLINE_NS (60ll * 1000000000)
@@ -424,6 +425,127 @@ START_TEST(dump_with_no_fiber)
     ck_assert_msg(r.exited && r.status == 0, "child: exit %d, signal %d: %s", r.status, r.sig,
                   r.err);
     ck_assert_msg(!strstr(r.err, "runtime error"), "undefined behaviour: %s", r.err);
+}
+END_TEST
+
+/* ---- weft_dump on a full non-blocking socket ----------------------------- */
+
+/*
+ * weft_dump writes the whole report: on a non-blocking fd whose buffer
+ * is full it waits for room (a fiber parks, a plain thread polls)
+ * instead of failing with -EAGAIN half-way. The socket's send buffer is
+ * made as small as the kernel allows and the report far larger (a line
+ * per parked fiber); the reader starts only once the dumping fiber is
+ * parked on the socket.
+ */
+#define FULL_PARKED 200
+
+static weft_sem full_sem;
+static int full_sv[2];
+static _Atomic int full_dump_rc = 1;
+
+static void *full_parked(void *arg)
+{
+    (void)arg;
+    weft_sem_wait(&full_sem);
+    return NULL;
+}
+
+static void *full_dumper(void *arg)
+{
+    (void)arg;
+    atomic_store(&full_dump_rc, weft_dump(full_sv[0]));
+    EXPECT(shutdown(full_sv[0], SHUT_WR) == 0);
+    return NULL;
+}
+
+/* Read fd to its end; the byte count, the text in *out (malloc'd). */
+static size_t read_all(int fd, char **out)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *b = malloc(cap);
+    for (;;) {
+        if (len + 4096 > cap)
+            b = realloc(b, cap *= 2);
+        ssize_t n = weft_read(fd, b + len, cap - len - 1);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    b[len] = 0;
+    *out = b;
+    return len;
+}
+
+static void *full_plain_dumper(void *arg)
+{
+    (void)arg;
+    atomic_store(&full_dump_rc, weft_dump(full_sv[0]));
+    shutdown(full_sv[0], SHUT_WR);
+    return NULL;
+}
+
+static void full_check(size_t len, const char *text)
+{
+    EXPECT(atomic_load(&full_dump_rc) == 0);
+    EXPECT(len > 4 * 4608); /* well past the smallest send buffer */
+    EXPECT(strstr(text, "weft-dump: pid") == text);
+    EXPECT(len > 0 && text[len - 1] == '\n');
+    EXPECT(strstr(text, "full-parked") != NULL);
+}
+
+static void full_main(void *arg)
+{
+    (void)arg;
+    weft_fiber *f[FULL_PARKED];
+    for (int i = 0; i < FULL_PARKED; i++) {
+        weft_spawn_opts o = { .name = "full-parked" };
+        f[i] = weft_spawn_ex(&o, full_parked, NULL);
+    }
+    for (int round = 0; round < 2; round++) {
+        EXPECT(socketpair(AF_UNIX, SOCK_STREAM, 0, full_sv) == 0);
+        int one = 1;
+        EXPECT(setsockopt(full_sv[0], SOL_SOCKET, SO_SNDBUF, &one, sizeof one) == 0);
+        EXPECT(fcntl(full_sv[0], F_SETFL, O_NONBLOCK) == 0);
+        atomic_store(&full_dump_rc, 1);
+        if (round == 0) {
+            /* A fiber: it must park on the socket, not give up. */
+            weft_fiber *d = weft_spawn(full_dumper, NULL);
+            for (;;) {
+                struct np_desc *pd = np_lookup(full_sv[0]);
+                if (atomic_load(&full_dump_rc) != 1 ||
+                    (pd && atomic_load(&pd->slot[NP_WRITE]) > 2))
+                    break;
+                weft_yield();
+            }
+            EXPECT(atomic_load(&full_dump_rc) == 1); /* still writing */
+            char *text;
+            size_t len = read_all(full_sv[1], &text);
+            EXPECT(weft_join(d, NULL) == 0);
+            full_check(len, text);
+            free(text);
+        } else {
+            /* A plain thread. */
+            pthread_t t;
+            EXPECT(pthread_create(&t, NULL, full_plain_dumper, NULL) == 0);
+            char *text;
+            size_t len = read_all(full_sv[1], &text);
+            EXPECT(pthread_join(t, NULL) == 0);
+            full_check(len, text);
+            free(text);
+        }
+        EXPECT(weft_close(full_sv[0]) == 0 && weft_close(full_sv[1]) == 0);
+    }
+    for (int i = 0; i < FULL_PARKED; i++)
+        weft_sem_post(&full_sem);
+    for (int i = 0; i < FULL_PARKED; i++)
+        EXPECT(weft_join(f[i], NULL) == 0);
+}
+
+START_TEST(dump_waits_on_a_full_socket)
+{
+    weft_sem_init(&full_sem, 0);
+    run(2, full_main, NULL);
 }
 END_TEST
 
@@ -1184,12 +1306,17 @@ static Suite *dump_suite(void)
     tcase_add_test(c, dump_many_parked_fibers_folded);
     tcase_add_test(c, dump_from_a_fiber_with_odd_names);
     tcase_add_test(c, dump_needs_a_runtime);
-    tcase_add_test(c, dump_with_no_fiber);
     tcase_add_test(c, dump_protocol);
     tcase_add_test(c, dump_when_every_worker_is_stuck);
     tcase_add_test(c, dump_on_signal);
     tcase_add_test(c, dump_signal_only_when_asked);
     suite_add_tcase(s, c);
+    TCase *edges = tcase_create("edges");
+    tcase_add_checked_fixture(edges, fixture_setup, NULL);
+    tcase_set_timeout(edges, 240);
+    tcase_add_test(edges, dump_with_no_fiber);
+    tcase_add_test(edges, dump_waits_on_a_full_socket);
+    suite_add_tcase(s, edges);
     TCase *tool = tcase_create("tool");
     tcase_add_checked_fixture(tool, fixture_setup, NULL);
     tcase_set_timeout(tool, 240);

@@ -43,6 +43,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1009,19 +1010,39 @@ static void json_report(struct out *o, const struct snap *s, const weft_stats *s
 
 /* ---- entry points --------------------------------------------------- */
 
-int weft__write_all(int fd, const char *p, size_t n)
+/* One send (sock) or write of p[0..n): the count, or -errno. Out of line,
+ * so that errno is read on the thread that made the call: the loop
+ * below may park a fiber in between, which then resumes on another
+ * worker, and glibc's __errno_location is const, so a caller's compiler
+ * could reuse the old thread's errno address. Any thread. */
+static __attribute__((noinline)) ssize_t write_once(int fd, const char *p, size_t n, int sock)
+{
+    ssize_t w = sock ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
+    return w < 0 ? -errno : w;
+}
+
+/* Write all n bytes of p to fd: 0, or -errno. With wait, a full
+ * non-blocking fd is waited for (weft_wait_fd: a fiber parks, a plain
+ * thread polls) rather than failing with -EAGAIN half-way. Any thread. */
+static int write_out(int fd, const char *p, size_t n, int wait)
 {
     int sock = 1;
     while (n > 0) {
-        ssize_t w = sock ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
+        ssize_t w = write_once(fd, p, n, sock);
         if (w < 0) {
-            if (errno == ENOTSOCK && sock) {
+            if (w == -ENOTSOCK && sock) {
                 sock = 0;
                 continue;
             }
-            if (errno == EINTR)
+            if (w == -EINTR)
                 continue;
-            return -errno;
+            if (wait && (w == -EAGAIN || w == -EWOULDBLOCK)) {
+                int rc = weft_wait_fd(fd, POLLOUT, -1);
+                if (rc < 0)
+                    return rc;
+                continue;
+            }
+            return (int)w;
         }
         p += w;
         n -= (size_t)w;
@@ -1029,7 +1050,13 @@ int weft__write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-int weft__report(int fd, int json)
+int weft__write_all(int fd, const char *p, size_t n)
+{
+    return write_out(fd, p, n, 0);
+}
+
+/* weft__report; wait as for write_out. */
+static int report(int fd, int json, int wait)
 {
     if (fd < 0)
         return -EBADF;
@@ -1052,12 +1079,19 @@ int weft__report(int fd, int json)
     else
         text_report(&o, &s, &st);
     snap_free(&s);
-    err = o.oom ? -ENOMEM : weft__write_all(fd, o.p, o.len);
+    err = o.oom ? -ENOMEM : write_out(fd, o.p, o.len, wait);
     free(o.p);
     return err;
 }
 
+int weft__report(int fd, int json)
+{
+    /* No waiting: the dump server's sockets have a send timeout, which
+     * must end a write to a client that stopped reading. */
+    return report(fd, json, 0);
+}
+
 int weft_dump(int fd)
 {
-    return weft__report(fd, 0);
+    return report(fd, 0, 1);
 }
