@@ -779,6 +779,121 @@ START_TEST(successor_overflow_names_the_successor)
 }
 END_TEST
 
+/* ---- an overflow among many live stacks ------------------------------ */
+
+/*
+ * Many fibers hold their stacks (each waits, asleep, until main lets it
+ * go); one of them, far past the first ones, overflows its stack by 4 KiB
+ * in a frame it keeps while it waits. Whatever kind of stack it got, the
+ * overflow is reported, naming it, and the process aborts: a guard page
+ * catches the frame as it is made; a stack without one has a gap below
+ * it that takes the frame, and the next switch away from it (the wait)
+ * finds the stack pointer below the stack. It used to corrupt the stack
+ * mapped below it and exit 0 once the guards' budget, an estimate, said
+ * they were spent.
+ */
+static _Atomic int many_release;
+static _Atomic int many_started;
+
+static size_t maps_held(void)
+{
+    size_t n = 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return 0;
+    for (int c; (c = getc(f)) != EOF;)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+static void *hold_stack(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&many_started, 1);
+    while (!atomic_load(&many_release))
+        weft_sleep(1000000);
+    return NULL;
+}
+
+/* A frame that reaches 4 KiB below the lowest byte of the stack it runs
+ * on, kept while the fiber waits. */
+static __attribute__((noinline)) void overflow_4k_and_wait(void)
+{
+    struct worker *w = weft__worker_self();
+    const weft__stack *s = w->current->ctx.stack;
+    char *here = __builtin_frame_address(0);
+    size_t depth = (size_t)(here - s->lo) + 4096;
+    volatile char *frame = __builtin_alloca(depth);
+    frame[0] = 1; /* the lowest byte */
+    hold_stack(NULL);
+    frame[depth - 1] = frame[0];
+}
+
+static void *overflowing_fiber(void *arg)
+{
+    (void)arg;
+    overflow_4k_and_wait();
+    return NULL;
+}
+
+static void many_stacks_main(void *arg)
+{
+    long n = (long)(intptr_t)arg, culprit = n * 3 / 4;
+    weft_fiber **f = calloc((size_t)n, sizeof *f);
+    for (long i = 0; i < n; i++) {
+        weft_spawn_opts o = { .name = i == culprit ? "deep" : NULL };
+        f[i] = weft_spawn_ex(&o, i == culprit ? overflowing_fiber : hold_stack, NULL);
+        if (i % 64 == 63)
+            weft_yield(); /* let them start: each takes a stack */
+    }
+    while (atomic_load(&many_started) < n)
+        weft_sleep(1000000);
+    atomic_store(&many_release, 1);
+    for (long i = 0; i < n; i++)
+        weft_join(f[i], NULL);
+    free(f);
+}
+
+/* The budget of mappings for guarded stacks, just above what the process
+ * holds: past the old estimate (one mapping charged per stack) long
+ * before the fibers are all started, although guards that merge cost
+ * next to nothing. */
+static void overflow_past_estimate_child(void)
+{
+    weft__stack_set_map_budget(maps_held() + 64);
+    weft_config c = config(2);
+    c.stack_size = 64 * 1024;
+    weft_run(&c, many_stacks_main, (void *)(intptr_t)400);
+    _exit(0); /* reached only if the overflow went unnoticed */
+}
+
+/* No guard for any stack: every one is a canary stack. */
+static void overflow_on_canary_child(void)
+{
+    weft__stack_set_map_budget(0);
+    weft_config c = config(2);
+    c.stack_size = 64 * 1024;
+    weft_run(&c, many_stacks_main, (void *)(intptr_t)200);
+    _exit(0);
+}
+
+START_TEST(overflow_among_many_stacks_is_reported)
+{
+    if (skip_under_valgrind() || WEFT__ASAN)
+        return; /* ASan reports stack overflows itself */
+    expect_overflow_report(overflow_past_estimate_child, "weft: stack overflow in fiber [0-9]+ 'deep'");
+}
+END_TEST
+
+START_TEST(overflow_on_unguarded_stack_is_reported)
+{
+    if (skip_under_valgrind() || WEFT__ASAN)
+        return;
+    expect_overflow_report(overflow_on_canary_child, "weft: stack overflow in fiber [0-9]+ 'deep'");
+}
+END_TEST
+
 /* Detached fibers: weft_run must wait for them. */
 static _Atomic long detached_done;
 
@@ -2028,6 +2143,8 @@ static Suite *sched_suite(void)
     tcase_add_test(tc, in_place_overflow_names_the_child);
     tcase_add_test(tc, ended_fiber_hands_stack_to_successor);
     tcase_add_test(tc, successor_overflow_names_the_successor);
+    tcase_add_test(tc, overflow_among_many_stacks_is_reported);
+    tcase_add_test(tc, overflow_on_unguarded_stack_is_reported);
     tcase_add_test(tc, run_waits_for_detached);
     tcase_add_test(tc, fiber_ids_unique);
     tcase_add_test(tc, stacks_lazy_and_returned);

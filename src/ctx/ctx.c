@@ -11,9 +11,12 @@
  * guard region it prints one line naming the owner and aborts. Any other
  * SIGSEGV is passed on to whatever handler was installed before ours, or
  * to the default action, exactly as if we had never been there. A canary
- * stack has no guard; its lowest word is checked every time its context is
- * switched away from (weft__ctx_check_canary in ctx.h), which catches an
- * overflow that came back up before the next switch.
+ * stack has no guard, but a gap below it (stack.c); every time its
+ * context is switched away from (weft__ctx_check_canary in ctx.h: every
+ * park, yield and exit of what runs there), its lowest word is checked,
+ * which catches an overflow that came back up over it, and so is the
+ * stack pointer, which catches a frame that reaches into the gap and is
+ * still live (a fiber that parks deep).
  *
  * Crash reports. The same handler also catches SIGILL, SIGFPE and
  * SIGABRT, and for any fatal signal raised while a fiber or coroutine
@@ -188,6 +191,18 @@ __attribute__((noreturn)) static void overflow(const weft__ctx *c, int backtrace
 void weft__ctx_overflow(const weft__ctx *c)
 {
     overflow(c, 1);
+}
+
+void weft__ctx_check_canary_stack(const weft__ctx *c)
+{
+    /* The frame address, not a local's: under ASan locals may live on a
+     * fake stack elsewhere. Callers run on c's stack, so a frame below
+     * lo is an overflow still in progress, held in the gap. */
+    const char *sp = __builtin_frame_address(0);
+    const weft__stack *s = c->stack;
+    if (__builtin_expect(sp < s->lo, 0) ||
+        __builtin_expect(*(const uint64_t *)(const void *)s->lo != weft__stack_canary_value(s), 0))
+        overflow(c, 1);
 }
 
 enum { SIG_SEGV, SIG_BUS, SIG_ILL, SIG_FPE, SIG_ABRT, NSIGS };

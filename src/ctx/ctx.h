@@ -22,7 +22,8 @@
 enum weft__stack_kind {
     WEFT__STACK_GUARD_MADV = 1, /* MADV_GUARD_INSTALL region, no extra VMA  */
     WEFT__STACK_GUARD_MPROT,    /* PROT_NONE pages: one extra VMA per stack  */
-    WEFT__STACK_CANARY_MMAP,    /* no guard: canary word checked at switches */
+    WEFT__STACK_CANARY_MMAP,    /* no guard: a gap, canary and sp checks at
+                                 * switches */
     WEFT__STACK_CANARY_HEAP,    /* same, memory from the allocator (no VMA)  */
 };
 
@@ -38,7 +39,8 @@ typedef struct weft__stack {
     char   *top;             /* one past the highest usable byte, 64-aligned */
     void   *map;             /* start of the mapping, guard included      */
     size_t  map_size;        /* bytes mapped (or allocated)               */
-    size_t  guard;           /* bytes of guard below lo (0: none)         */
+    size_t  guard;           /* bytes of guard (canary stacks: of gap)
+                              * below lo                                 */
     unsigned kind;           /* enum weft__stack_kind                     */
     unsigned vg_id;          /* valgrind stack id (0: not registered)     */
     struct weft__stack *next;/* free-list link while pooled               */
@@ -74,8 +76,9 @@ size_t weft__stack_default_size(void);
 int    weft__stack_set_default_size(size_t size);
 
 /* Test and tuning knobs (internal). */
-/* Cap the VMAs guarded stacks may use; (size_t)-1 restores the default
- * (half of /proc/sys/vm/max_map_count). */
+/* Guarded stacks are made only while the process holds at most this
+ * many mappings (counted for real, see stack.c); (size_t)-1 restores the
+ * default (half of /proc/sys/vm/max_map_count). */
 void   weft__stack_set_map_budget(size_t vmas);
 /* Forget MADV_GUARD_INSTALL support (1: pretend the kernel lacks it). */
 void   weft__stack_force_mprotect_guard(int on);
@@ -167,12 +170,18 @@ void weft__ctx_asan_leave(weft__ctx *from, weft__ctx *to, int exiting);
 void weft__ctx_asan_arrive(weft__ctx *from);
 #endif
 
+/* The check of a canary stack (ctx.c): its canary word, and whether the
+ * stack pointer is below the stack (a frame that overflowed into the gap
+ * and is still live). Returns only if both are fine. Runs on c's stack. */
+void weft__ctx_check_canary_stack(const weft__ctx *c);
+
+/* At every switch away from c (so at every park, yield and exit of what
+ * runs on it), on c's stack. Stacks with a guard cost one load and a
+ * branch. */
 static inline void weft__ctx_check_canary(const weft__ctx *c)
 {
-    if (__builtin_expect(c->canary, 0) &&
-        __builtin_expect(*(const uint64_t *)(const void *)c->stack->lo !=
-                             weft__stack_canary_value(c->stack), 0))
-        weft__ctx_overflow(c);
+    if (__builtin_expect(c->canary, 0))
+        weft__ctx_check_canary_stack(c);
 }
 
 /* Everything a switch does before the jump: the canary check, the

@@ -26,12 +26,38 @@
  * get mprotect(PROT_NONE), which splits the mapping: two VMAs per stack.
  *
  * Map budget. A process may hold only vm.max_map_count VMAs; past that
- * mmap and mprotect fail with ENOMEM while memory remains. Guarded stacks
- * may use half of that budget (the rest is the application's). Past it,
- * new stacks are canary stacks: no guard, a canary word in the lowest
- * usable word that is checked at every switch away from the stack, from
- * an unguarded mapping or, if even that fails, from the allocator. So
- * creating a stack fails only when memory itself runs out.
+ * mmap and mprotect fail with ENOMEM while memory remains. New stacks get
+ * a guard while the process holds at most half of that many mappings (the
+ * rest is the application's). The mappings are counted for real, from
+ * /proc/self/maps, not estimated per stack: guards made with
+ * MADV_GUARD_INSTALL take no mapping of their own and guarded neighbours
+ * merge (a million stacks measured 141 mappings), while mprotect guards
+ * take two. Reading the file costs a system call per page of text, so it
+ * is read lazily: each guarded stack is charged what it may cost (1 or 2
+ * mappings) against the room the last count left, and the file is read
+ * again only when the charges use that room up (and, once a count has
+ * found no room, again only every RECOUNT_EVERY unguarded stacks, or
+ * sooner when guarded stacks go away). A stack is never handed out
+ * unguarded while a guard can be had: the old rule, half the budget
+ * charged at one mapping a stack with no count, stopped guarding after
+ * 32,765 stacks although 141 mappings were in use.
+ *
+ * Canary stacks. Past the budget (or when mprotect itself fails, or when
+ * mmap does and the stack comes from the allocator), a stack gets no
+ * guard but keeps the 64 KiB below it as a gap of its own memory (the
+ * same mapping, or the same allocation), and a canary word in its lowest
+ * usable word. A canary alone is not enough: a frame that reaches below
+ * the stack need not write that word (a big local, mostly untouched),
+ * and without the gap it wrote into whatever was mapped below, another
+ * stack's top, silently. With the gap such a frame lands in memory of
+ * its own, and at every switch away from the stack (every park, yield and
+ * exit of what runs on it: weft__ctx_check_canary) both the canary word
+ * and the stack pointer are checked; a frame still reaching below the
+ * stack, or one that came back up over the canary, is reported as an
+ * overflow. What this cannot catch: a single frame larger than the gap
+ * that writes past it, or an overflow that stayed within the gap and
+ * returned without touching the canary (which harmed nothing but the
+ * gap). So creating a stack fails only when memory itself runs out.
  *
  * Pool. Sizes up to 1 MiB are rounded up to a power of two (16 KiB, 32
  * KiB, ... 1 MiB: address space only, pages are committed as touched), and
@@ -74,6 +100,7 @@
 #define POOLED_MAX     ((size_t)MIN_SIZE << (NCLASSES - 1)) /* 1 MiB */
 #define CACHE_MAX      16
 #define POOL_MAX       1024
+#define RECOUNT_EVERY  256   /* unguarded stacks between counts that find no room */
 
 _Static_assert(sizeof(weft__stack) <= DESC_SIZE, "stack descriptor must fit its slot");
 
@@ -100,7 +127,12 @@ static size_t size_class(size_t size, int *cls);
 static _Atomic size_t default_size = DEFAULT_SIZE;
 static _Atomic size_t map_budget = (size_t)-1;  /* -1: not read yet */
 static _Atomic int    guard_madv = 0;           /* 0 unknown, 1 works, -1 not */
-static _Atomic size_t guarded_vmas;
+static _Atomic size_t guarded_vmas;             /* charged to live guarded stacks */
+/* Charges that the last count of the mappings allows (-1: not counted
+ * yet), and the stacks refused a guard since that count. */
+static _Atomic size_t guard_allow = (size_t)-1;
+static _Atomic size_t refused_since_count;
+static pthread_mutex_t count_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic size_t stacks_mapped;
 static _Atomic size_t stacks_trimmed;
 
@@ -146,6 +178,9 @@ static size_t read_map_budget(void)
 void weft__stack_set_map_budget(size_t vmas)
 {
     atomic_store_explicit(&map_budget, vmas, memory_order_relaxed);
+    /* Count afresh against the new budget. */
+    atomic_store_explicit(&guard_allow, (size_t)-1, memory_order_relaxed);
+    atomic_store_explicit(&refused_since_count, 0, memory_order_relaxed);
 }
 
 void weft__stack_force_mprotect_guard(int on)
@@ -186,6 +221,64 @@ static void finish_desc(weft__stack *s, void *map, size_t map_size, size_t guard
 #endif
 }
 
+/* The mappings this process holds now: the lines of /proc/self/maps. 0
+ * if the file cannot be read. It allocates nothing, reading into a
+ * static buffer (it may run when memory is short, and on a small fiber
+ * stack), and leaves errno alone. With count_lock held. */
+static size_t count_mappings(void)
+{
+    static char buf[16384];
+    int saved = errno;
+    size_t n = 0;
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        for (;;) {
+            ssize_t r = read(fd, buf, sizeof buf);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            for (ssize_t i = 0; i < r; i++)
+                n += buf[i] == '\n';
+        }
+        close(fd);
+    }
+    errno = saved;
+    return n;
+}
+
+/* May a new stack have a guard that costs up to `per` more mappings? See
+ * "Map budget" at the top. Any thread. */
+static int guard_affordable(size_t per)
+{
+    size_t charged = atomic_load_explicit(&guarded_vmas, memory_order_relaxed);
+    size_t allow = atomic_load_explicit(&guard_allow, memory_order_relaxed);
+    if (allow != (size_t)-1) {
+        if (charged + per <= allow)
+            return 1;
+        /* No room by the last count: count again at the first refusal
+         * after it, then only every RECOUNT_EVERY refusals. */
+        if (atomic_fetch_add_explicit(&refused_since_count, 1, memory_order_relaxed) %
+                RECOUNT_EVERY != 0)
+            return 0;
+    }
+    size_t budget = read_map_budget();
+    pthread_mutex_lock(&count_lock);
+    size_t held = count_mappings();
+    charged = atomic_load_explicit(&guarded_vmas, memory_order_relaxed);
+    if (held == 0)
+        allow = budget; /* cannot count: charges alone, as an estimate */
+    else if (held <= budget)
+        allow = charged + (budget - held);
+    else /* over: guarded stacks must go before guards come back */
+        allow = charged > held - budget ? charged - (held - budget) : 0;
+    atomic_store_explicit(&guard_allow, allow, memory_order_relaxed);
+    atomic_store_explicit(&refused_since_count, charged + per <= allow ? 0 : 1,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&count_lock);
+    return charged + per <= allow;
+}
+
 /* Try to guard [addr, addr+len); returns the stack kind, or 0. */
 static unsigned install_guard(void *addr, size_t len)
 {
@@ -210,23 +303,16 @@ static size_t stack_reserve(size_t nominal)
 
 static weft__stack *stack_map(size_t nominal)
 {
+    /* The GUARD_SIZE below the stack is its guard if one can be had, and
+     * its gap otherwise (see "Canary stacks" at the top). */
     size_t per = atomic_load_explicit(&guard_madv, memory_order_relaxed) > 0 ? 1 : 2;
-    int guarded = atomic_load_explicit(&guarded_vmas, memory_order_relaxed) + per
-                  <= read_map_budget();
-    size_t guard = guarded ? GUARD_SIZE : 0;
-    size_t len = guard + stack_reserve(nominal) + nominal;
+    size_t len = GUARD_SIZE + stack_reserve(nominal) + nominal;
     void *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-    unsigned kind;
+    unsigned kind = 0;
     if (map != MAP_FAILED) {
-        kind = guarded ? install_guard(map, guard) : 0;
-        if (guarded && !kind) {
-            /* Out of VMAs for the guard: keep the mapping, unguarded. */
-            munmap(map, guard);
-            map = (char *)map + guard;
-            len -= guard;
-            guard = 0;
-        }
+        if (guard_affordable(per))
+            kind = install_guard(map, GUARD_SIZE); /* 0: out of VMAs after all */
         if (!kind)
             kind = WEFT__STACK_CANARY_MMAP;
     } else {
@@ -234,17 +320,19 @@ static weft__stack *stack_map(size_t nominal)
             return NULL;
         /* mmap itself is out of VMAs: the allocator still has memory in
          * mappings it already holds. */
-        len = nominal;
+        len = GUARD_SIZE + nominal;
         map = aligned_alloc(page_size(), len);
         if (!map) {
             errno = ENOMEM;
             return NULL;
         }
-        memset(map, 0, len); /* probes and the high-water scan expect zeros */
+        /* Probes and the high-water scan expect zeros; the gap below is
+         * never read. */
+        memset((char *)map + GUARD_SIZE, 0, nominal);
         kind = WEFT__STACK_CANARY_HEAP;
     }
     weft__stack *s = (weft__stack *)(void *)((char *)map + len - DESC_SIZE);
-    finish_desc(s, map, len, guard, nominal, kind);
+    finish_desc(s, map, len, GUARD_SIZE, nominal, kind);
     atomic_fetch_add_explicit(&guarded_vmas, vmas_of(s), memory_order_relaxed);
     atomic_fetch_add_explicit(&stacks_mapped, 1, memory_order_relaxed);
     return s;
