@@ -145,9 +145,14 @@ static int is_again(int e)
     return e == EAGAIN || e == EWOULDBLOCK;
 }
 
+int weft__errno(void)
+{
+    return errno;
+}
+
 static inline ssize_t neg_errno(ssize_t r)
 {
-    return r < 0 ? -errno : r;
+    return r < 0 ? -weft__errno() : r;
 }
 
 int64_t weft__fd_deadline(struct np_desc *pd, int dir)
@@ -526,7 +531,7 @@ int weft_accept(int fd, struct sockaddr *a, socklen_t *al)
             np_fresh(nfd);
             return nfd;
         }
-        int e = errno;
+        int e = weft__errno(); /* the loop parks: see weft__errno */
         if (e == EINTR || e == ECONNABORTED)
             continue;
         if (!is_again(e))
@@ -592,7 +597,7 @@ int weft__connect_until(int fd, const struct sockaddr *a, socklen_t al, int64_t 
     int err = 0;
     socklen_t len = sizeof err;
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-        return -errno;
+        return -weft__errno(); /* after a park: see weft__errno */
     return -err;
 }
 
@@ -637,8 +642,9 @@ int weft_wait_fd(int fd, int events, int64_t timeout_ns)
         /* The edges are only hints; poll() says what holds now. */
         struct pollfd p = { .fd = fd, .events = (short)events };
         int n = poll(&p, 1, 0);
-        if (n < 0 && errno != EINTR)
-            return -errno;
+        int e = n < 0 ? weft__errno() : 0; /* the loop parks: see weft__errno */
+        if (n < 0 && e != EINTR)
+            return -e;
         if (n > 0)
             return (p.revents & POLLNVAL) ? -EBADF : p.revents;
         int rc = np_wait(pd, mask, gen, deadline);

@@ -10,6 +10,15 @@
 struct np_desc;
 struct worker;
 
+/* errno, read by a call of its own. A fiber that parks may resume on
+ * another worker thread, and glibc declares __errno_location const, so
+ * in a function that parks between two reads of errno the compiler may
+ * reuse the first thread's errno address for the second (the contract's
+ * reason for returning errors as values). Every read of errno that a
+ * park may precede in the same function goes through here: out of line,
+ * it computes the address afresh on the thread that calls it. Any
+ * thread. */
+__attribute__((noinline)) int weft__errno(void);
 /* 1 if the caller is a fiber (*wp: its worker), else 0 (*wp: the worker
  * or NULL). Any thread. */
 int     weft__in_fiber(struct worker **wp);

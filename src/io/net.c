@@ -129,7 +129,7 @@ static int stream_socket(int family)
 {
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return -errno;
+        return -weft__errno(); /* callers loop across parks: see weft__errno */
     np_fresh(fd);
     return fd;
 }
@@ -152,7 +152,7 @@ int weft_listen_tcp(const char *host, int port, int backlog)
             bind(fd, (struct sockaddr *)&addrs[i].ss, addrs[i].len) == 0 &&
             listen(fd, backlog) == 0)
             return fd;
-        err = -errno;
+        err = -weft__errno();
         weft_close(fd);
     }
     return err;
