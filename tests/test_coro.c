@@ -124,6 +124,38 @@ START_TEST(misuse_is_rejected)
 }
 END_TEST
 
+/* Freeing a running coroutine (itself, or its resumer) is refused: nothing
+ * is freed, errno says EBUSY, and the coroutine carries on. */
+static int free_self_errno, free_self_status;
+
+static void *frees_itself(weft_coro *co, void *arg)
+{
+    (void)arg;
+    errno = 0;
+    weft_coro_free(co);
+    free_self_errno = errno;
+    free_self_status = weft_coro_status(co);
+    return weft_coro_yield(co, P(5));
+}
+
+START_TEST(free_while_running_is_refused)
+{
+    weft_coro *co = weft_coro_new(frees_itself, 0);
+    ck_assert_ptr_nonnull(co);
+    void *out = NULL;
+    ck_assert_int_eq(weft_coro_resume(co, NULL, &out), 1);
+    ck_assert_int_eq(free_self_errno, EBUSY);
+    ck_assert_int_eq(free_self_status, WEFT_CORO_RUNNING);
+    ck_assert_ptr_eq(out, P(5));
+    ck_assert_int_eq(weft_coro_resume(co, P(6), &out), 0);
+    ck_assert_ptr_eq(out, P(6));
+    ck_assert_int_eq(weft_coro_status(co), WEFT_CORO_DEAD);
+    /* Dead: resume refused, free allowed. */
+    ck_assert_int_eq(weft_coro_resume(co, NULL, &out), -EINVAL);
+    weft_coro_free(co);
+}
+END_TEST
+
 /* ---- nesting ---------------------------------------------------------------- */
 
 static weft_coro *outer_co;
@@ -350,6 +382,7 @@ static Suite *coro_suite(void)
     tcase_add_test(tc, status_transitions_and_values);
     tcase_add_test(tc, return_without_yield_and_null_out);
     tcase_add_test(tc, misuse_is_rejected);
+    tcase_add_test(tc, free_while_running_is_refused);
     tcase_add_test(tc, nesting_like_yield_from);
     tcase_add_test(tc, resumed_from_other_threads);
     tcase_add_test(tc, ids_are_unique_and_names_copied);
