@@ -535,8 +535,10 @@ WEFT_EXPORT int weft_select(weft_select_case *cases, size_t n, int64_t timeout_n
  * errno on failure, never -EINTR (interrupted calls are restarted), and in
  * a fiber never -EAGAIN (except with MSG_DONTWAIT).
  *
- * Any fd may be passed. The first call on an fd from a fiber registers it
- * with the netpoller and turns on O_NONBLOCK on its open file description
+ * Any fd may be passed, of any number up to INT_MAX (a number that is
+ * not open fails with -EBADF). The first call on an fd from a fiber
+ * registers it with the netpoller and turns on O_NONBLOCK on its open
+ * file description
  * (shared with dup()ed and inherited copies); the flag is left on
  * afterwards, as Go does. Regular files and directories, which epoll
  * cannot wait on, are read and written on the blocking pool
