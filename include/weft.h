@@ -258,8 +258,10 @@ typedef struct weft_spawn_opts {
  * Returns the fiber's handle, or NULL with errno: EINVAL (fn is NULL),
  * EPERM (no runtime is running: spawns from plain threads are accepted
  * only between weft_run's start and its end), ENOMEM, EAGAIN (stacks
- * could not be mapped recently; retry later). Any thread while the
- * runtime runs.
+ * could not be mapped recently; retry later). Fibers spawned before that
+ * which could not start yet wait for a stack, off the run queues, and
+ * start as soon as one can be had; running fibers are not held up. Any
+ * thread while the runtime runs.
  */
 WEFT_EXPORT weft_fiber *weft_spawn(weft_fn fn, void *arg);
 

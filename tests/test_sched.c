@@ -2012,6 +2012,116 @@ START_TEST(no_stack_means_eagain)
     run(1, stackless_main, NULL);
 }
 END_TEST
+
+/* ---- out of address space: what runs keeps running ------------------ */
+
+/*
+ * In a child process: fibers that run (they have their stacks) loop on
+ * yields and short sleeps; then the address space is capped just above
+ * what the process holds, and main spawns fibers that keep their stacks
+ * until weft_spawn fails with EAGAIN. Some of those could not start and
+ * wait for a stack. The running fibers must keep making progress and
+ * finish in about the time they need, not seconds later; once the cap is
+ * lifted, every waiting fiber starts and ends. The jemalloc build used to
+ * die of SIGSEGV in mallocx (a worker's first allocation under the cap);
+ * without jemalloc the fibers that could not start retried every 1 ms
+ * each, and their failing mmaps buried the running ones.
+ */
+#define OOM_RUNNERS 4
+#define OOM_ROUNDS  2000
+
+static _Atomic long oom_progress[OOM_RUNNERS];
+static _Atomic int oom_release;
+static _Atomic long oom_holders_done;
+static struct rlimit oom_saved;
+
+static void *oom_runner(void *arg)
+{
+    int me = (int)(intptr_t)arg;
+    for (int i = 0; i < OOM_ROUNDS; i++) {
+        if (i % 16 == 0)
+            weft_sleep(10000);
+        else
+            weft_yield();
+        atomic_fetch_add(&oom_progress[me], 1);
+    }
+    return NULL;
+}
+
+static void *oom_holder(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&oom_release))
+        weft_sleep(1000000);
+    atomic_fetch_add(&oom_holders_done, 1);
+    return NULL;
+}
+
+static void oom_main(void *arg)
+{
+    (void)arg;
+    weft_fiber *run_f[OOM_RUNNERS];
+    for (int i = 0; i < OOM_RUNNERS; i++)
+        run_f[i] = weft_spawn(oom_runner, (void *)(intptr_t)i);
+    for (int i = 0; i < OOM_RUNNERS; i++)
+        while (atomic_load(&oom_progress[i]) == 0)
+            weft_sleep(100000); /* started: it has its stack */
+    long pages = 0;
+    FILE *statm = fopen("/proc/self/statm", "r");
+    EXPECT(statm && fscanf(statm, "%ld", &pages) == 1);
+    if (statm)
+        fclose(statm);
+    struct rlimit lim = oom_saved;
+    lim.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (48u << 20);
+    EXPECT(setrlimit(RLIMIT_AS, &lim) == 0);
+    enum { MAX_HOLDERS = 100000 };
+    static weft_fiber *held[MAX_HOLDERS];
+    long n = 0;
+    int eagain = 0;
+    uint64_t t0 = weft_now();
+    while (n < MAX_HOLDERS) {
+        weft_fiber *f = weft_spawn(oom_holder, NULL);
+        if (!f) {
+            eagain = errno == EAGAIN;
+            break;
+        }
+        held[n++] = f;
+        if (n % 1024 == 0)
+            weft_yield(); /* let this worker start some too */
+    }
+    EXPECT(eagain);
+    /* What was running before the cap finishes, in about its own time. */
+    for (int i = 0; i < OOM_RUNNERS; i++)
+        EXPECT(weft_join(run_f[i], NULL) == 0);
+    uint64_t took = weft_now() - t0;
+    EXPECT(took < 3000000000ull);
+    EXPECT(setrlimit(RLIMIT_AS, &oom_saved) == 0);
+    atomic_store(&oom_release, 1);
+    for (long i = 0; i < n; i++)
+        EXPECT(weft_join(held[i], NULL) == 0);
+    EXPECT(atomic_load(&oom_holders_done) == n);
+    if (atomic_load(&expect_failed))
+        fprintf(stderr, "in a fiber: %s (runners took %llu ms, %ld holders)\n", expect_where,
+                (unsigned long long)(took / 1000000), n);
+}
+
+static void oom_child(void)
+{
+    alarm(20); /* a livelock fails the test rather than hanging it */
+    getrlimit(RLIMIT_AS, &oom_saved);
+    weft_config c = config(4);
+    c.pin = 0; /* no hwloc call warms the workers' allocators */
+    int rc = weft_run(&c, oom_main, NULL);
+    _exit(rc == 0 && !atomic_load(&expect_failed) ? 0 : 1);
+}
+
+START_TEST(out_of_address_space_keeps_running)
+{
+    struct child_result r = run_in_child(oom_child);
+    ck_assert_msg(r.exited && r.status == 0, "exited=%d status=%d signal=%d, stderr: %s",
+                  r.exited, r.status, r.sig, r.err);
+}
+END_TEST
 #endif
 
 /* ---- the timer heap and the poller, directly ------------------------- */
@@ -2150,6 +2260,7 @@ static Suite *sched_suite(void)
     tcase_add_test(tc, stacks_lazy_and_returned);
 #if !WEFT__ASAN && !WEFT__TSAN
     tcase_add_test(tc, no_stack_means_eagain);
+    tcase_add_test(tc, out_of_address_space_keeps_running);
 #endif
     tc = tcase(s, "yield");
     tcase_add_test(tc, yield_round_robin);

@@ -207,6 +207,12 @@ static void *worker_thread(void *arg)
     if (weft__rt.pin)
         topo_pin(&weft__rt.topo, w->index); /* on failure: run unpinned */
     weft__ctx_thread_prepare();
+    /* Warm this thread's allocator before any fiber runs: jemalloc 5.3
+     * crashes (SIGSEGV in mallocx) when a thread's very first allocation
+     * fails for want of memory, and the scheduler's first allocation on a
+     * worker (a fiber slab, a timer array, a queue chunk) may come after
+     * the address space has run out. */
+    weft__free(weft__malloc(64), 64);
     weft__worker_bind(w);
     if (!atomic_load_explicit(&weft__rt.shutdown, memory_order_seq_cst))
         weft__worker_loop(w);
@@ -228,10 +234,16 @@ static int worker_init(struct worker *w, unsigned index, unsigned n)
     atomic_init(&w->nspawned, 0);
     atomic_init(&w->nexited, 0);
     timer_heap_init(&w->timers);
+    timer_init(&w->nostack_timer, NULL);
     pthread_mutex_init(&w->inbox_lock, NULL);
-    int err = deque_init(&w->dq, DEQUE_LOG2);
+    /* The stack retry's slot, taken now: it is armed when memory runs
+     * short (sched.c, "Out of stacks"). */
+    int err = timer_heap_reserve(&w->timers);
     if (err)
         goto fail_lock;
+    err = deque_init(&w->dq, DEQUE_LOG2);
+    if (err)
+        goto fail_timers;
     deque_set_solo(&w->dq, n == 1); /* one worker: nobody steals */
     err = poller_init(&w->poller);
     if (err)
@@ -248,6 +260,8 @@ fail_poller:
     poller_close(w->poller);
 fail_deque:
     deque_destroy(&w->dq);
+fail_timers:
+    timer_heap_destroy(&w->timers);
 fail_lock:
     pthread_mutex_destroy(&w->inbox_lock);
     return err;
@@ -255,6 +269,7 @@ fail_lock:
 
 static void worker_fini(struct worker *w)
 {
+    timer_heap_destroy(&w->timers); /* a no-op if the worker ran (cleanup) */
     free(w->victims);
     poller_close(w->poller);
     deque_destroy(&w->dq);

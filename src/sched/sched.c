@@ -91,9 +91,10 @@
  *
  * Invariants.
  *  I1 A runnable fiber is in exactly one place: a runnext slot, a deque,
- *     the global queue, an inbox, a timer heap (stack retry), or a
- *     worker's `current`. Parked fibers are in none of these; whoever
- *     their commit published them to owns them until weft__ready.
+ *     the global queue, an inbox, an I/O queue, a worker's stack wait
+ *     list (not started, no stack to be had), or a worker's `current`.
+ *     Parked fibers are in none of these; whoever their commit
+ *     published them to owns them until weft__ready.
  *  I2 A fiber becomes reachable by another thread only after its context
  *     is saved: every handoff runs after the switch away from it.
  *  I3 A fiber holds a stack only from its first pick to its end; the
@@ -223,7 +224,8 @@
 #define RUNNEXT_BUDGET 16
 #define FAIRNESS_TICK  61
 #define TIMER_BATCH    32
-#define STACK_RETRY_NS 1000000   /* retry a fiber that got no stack after 1 ms */
+#define NOSTACK_RETRY_MIN_NS  1000000   /* first retry of the stack wait list */
+#define NOSTACK_RETRY_MAX_NS 16000000   /* back-off cap while nothing starts  */
 
 __thread struct worker *weft__tls_worker
     __attribute__((tls_model("initial-exec"), visibility("hidden")));
@@ -535,51 +537,82 @@ static int start_fiber(struct weft_fiber *f)
     return 0;
 }
 
-/* A fiber waiting for a stack to be had: its timer. */
-struct stack_retry {
-    struct weft__timer t;
-    struct weft_fiber *f;
-};
+/*
+ * Out of stacks. A fiber that gets no stack at its first pick (no mapping
+ * to be had: out of address space, or of mappings and allocator memory)
+ * waits on its worker's stack wait list, off every run queue, and
+ * weft_spawn fails with EAGAIN meanwhile (stack_starved): the runtime
+ * goes on running what it has and says what it cannot start. While the
+ * list holds fibers, the fibers picked after them join it without trying
+ * (the oldest get the first stacks, and a burst of fibers that cannot
+ * start costs no system call). One timer per worker retries the list:
+ * the oldest fiber first, and as many after it as get a stack, stopping
+ * at the first that does not; the retry backs off from 1 ms to 16 ms
+ * while nothing starts. A fiber that got its stack is made runnable as a
+ * wake-up would make it. No memory is needed: the list is intrusive and
+ * the timer has the heap's reserved slot (timer_add_reserved), armed at
+ * most once. The old way, a timer allocated per fiber and retried every
+ * millisecond each (through the global queue when even that allocation
+ * failed), buried the running fibers under failing mmaps: their switches
+ * froze for over 25 s.
+ */
+static void nostack_retry(struct weft__timer *t);
 
-static void retry_start(struct weft__timer *t)
-{
-    struct stack_retry *r = weft__container_of(t, struct stack_retry, t);
-    struct weft_fiber *f = r->f;
-    weft__free(r, sizeof *r);
-    weft__ready(f);
-}
-
-/* No stack for f now: retry in a while; meanwhile weft_spawn fails with
- * EAGAIN. Returns 1 if f went to a timer, 0 if to the global queue (then
- * the caller must not pick again at once). Owner worker. */
-static int defer_start(struct worker *w, struct weft_fiber *f)
+/* f got no stack: to the tail of w's stack wait list. Owner worker. */
+static void nostack_wait(struct worker *w, struct weft_fiber *f)
 {
     /* Relaxed: see start_fiber. */
-    atomic_store_explicit(&weft__rt.stack_starved, 1, memory_order_relaxed);
-    struct stack_retry *r = weft__malloc(sizeof *r);
-    if (r) {
-        r->f = f;
-        timer_init(&r->t, retry_start);
-        if (timer_add(&w->timers, &r->t, weft__now() + STACK_RETRY_NS) == 0)
-            return 1;
-        weft__free(r, sizeof *r);
+    if (!atomic_load_explicit(&weft__rt.stack_starved, memory_order_relaxed))
+        atomic_store_explicit(&weft__rt.stack_starved, 1, memory_order_relaxed);
+    f->link = NULL;
+    if (w->nostack_tail)
+        w->nostack_tail->link = f;
+    else
+        w->nostack_head = f;
+    w->nostack_tail = f;
+    if (!timer_armed(&w->nostack_timer)) {
+        if (!w->nostack_backoff)
+            w->nostack_backoff = NOSTACK_RETRY_MIN_NS;
+        w->nostack_timer.fire = nostack_retry;
+        timer_add_reserved(&w->timers, &w->nostack_timer, weft__now() + w->nostack_backoff);
     }
-    weft__global_push(f);
-    return 0;
 }
 
-/* f, just picked, has no stack yet: give it one, or defer it and pick
- * again. Out of line: the picks that switch to a started fiber (every
- * wake-up) stay short. Owner worker. */
+/* The stack wait list's timer. Owner worker (fire_timers). */
+static void nostack_retry(struct weft__timer *t)
+{
+    struct worker *w = weft__container_of(t, struct worker, nostack_timer);
+    int started = 0;
+    struct weft_fiber *f;
+    while ((f = w->nostack_head) != NULL && start_fiber(f) == 0) {
+        w->nostack_head = f->link;
+        if (!w->nostack_head)
+            w->nostack_tail = NULL;
+        started = 1;
+        weft__ready_local(w, f);
+    }
+    if (!w->nostack_head) {
+        w->nostack_backoff = 0;
+        return;
+    }
+    if (started)
+        w->nostack_backoff = NOSTACK_RETRY_MIN_NS;
+    else if (w->nostack_backoff < NOSTACK_RETRY_MAX_NS)
+        w->nostack_backoff *= 2;
+    timer_add_reserved(&w->timers, &w->nostack_timer, weft__now() + w->nostack_backoff);
+}
+
+/* f, just picked, has no stack yet: give it one, or make it wait for one
+ * and pick again. Out of line: the picks that switch to a started fiber
+ * (every wake-up) stay short. Owner worker. */
 static __attribute__((noinline)) struct weft_fiber *pick_start(struct worker *w,
                                                               struct weft_fiber *f,
                                                               int yielding)
 {
     for (;;) {
-        if (start_fiber(f) == 0)
+        if (!w->nostack_head && start_fiber(f) == 0)
             return f;
-        if (!defer_start(w, f))
-            return NULL;
+        nostack_wait(w, f);
         f = pick_local(w, yielding);
         if (!f || f->ctx.stack)
             return f;
@@ -951,8 +984,8 @@ void weft__worker_loop(struct worker *w)
         struct weft_fiber *f = pick_runnable(w, 0);
         if (!f) {
             f = weft__search(w);
-            if (f && !f->ctx.stack && start_fiber(f) != 0) {
-                defer_start(w, f);
+            if (f && !f->ctx.stack && (w->nostack_head || start_fiber(f) != 0)) {
+                nostack_wait(w, f);
                 continue;
             }
         }

@@ -246,6 +246,13 @@ struct worker {
     _Atomic(struct weft_fiber *) running;
     /* The trace buffer while a trace records (trace.c). */
     _Atomic(struct trace_buf *) trace;
+    /* Fibers picked to start that got no stack, oldest first (through
+     * `link`); their retry timer, in the heap's reserved slot; its
+     * back-off in ns (0: none yet). Owner only (sched.c, "Out of
+     * stacks"). */
+    struct weft_fiber *nostack_head, *nostack_tail;
+    struct weft__timer nostack_timer;
+    int64_t            nostack_backoff;
 
     /* Shared with thieves (the deque aligns its own hot words). */
     struct deque       dq;

@@ -86,15 +86,35 @@ static int grow(struct timer_heap *h)
     return 0;
 }
 
-int timer_add(struct timer_heap *h, struct weft__timer *t, int64_t when)
+static void insert(struct timer_heap *h, struct weft__timer *t, int64_t when)
 {
-    if (h->n == h->cap && grow(h) != 0)
-        return -ENOMEM;
     t->when = when;
     t->seq = h->seq++;
     place(h, h->n++, t);
     sift_up(h, h->n - 1);
+}
+
+int timer_add(struct timer_heap *h, struct weft__timer *t, int64_t when)
+{
+    /* Leave the last slot free: the reserved timer's. */
+    if (h->n + 1 >= h->cap && grow(h) != 0)
+        return -ENOMEM;
+    insert(h, t, when);
     return 0;
+}
+
+int timer_heap_reserve(struct timer_heap *h)
+{
+    return h->cap > 0 ? 0 : grow(h);
+}
+
+void timer_add_reserved(struct timer_heap *h, struct weft__timer *t, int64_t when)
+{
+    /* Ordinary timers leave n <= cap - 1 (and cap >= 1, reserved), so
+     * with at most one reserved timer armed there is always a slot. */
+    if (h->n == h->cap)
+        __builtin_trap();
+    insert(h, t, when);
 }
 
 void timer_remove(struct timer_heap *h, struct weft__timer *t)

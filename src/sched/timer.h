@@ -49,8 +49,17 @@ static inline int timer_armed(const struct weft__timer *t)
     return t->slot != TIMER_UNARMED;
 }
 
-/* Arm t (unarmed) to fire at `when`. 0 or -ENOMEM. Owner worker only. */
+/* Arm t (unarmed) to fire at `when`. 0 or -ENOMEM. Owner worker only.
+ * It never takes the heap's last free slot, which is kept for one
+ * reserved timer (timer_add_reserved). */
 int  timer_add(struct timer_heap *h, struct weft__timer *t, int64_t when);
+/* Make sure the heap has its slot for the reserved timer, allocating the
+ * array if need be (before memory may run short). 0 or -ENOMEM. */
+int  timer_heap_reserve(struct timer_heap *h);
+/* Arm the heap's one reserved timer (a heap has at most one, and it must
+ * have been reserved): never fails, so it serves what must be retried
+ * when memory is short (the worker's stack retry, sched.c). */
+void timer_add_reserved(struct timer_heap *h, struct weft__timer *t, int64_t when);
 /* Disarm t, armed in h. Owner worker only. */
 void timer_remove(struct timer_heap *h, struct weft__timer *t);
 /* Remove and return the earliest timer if it is due at `now`, else NULL.
