@@ -376,7 +376,11 @@ struct weft_private_waitq {
  * weft_mutex_trylock acquires m only if it is free: 0, or -EBUSY.
  * weft_mutex_unlock releases m, which the caller must hold (it may be
  * called from another fiber or thread than the one that locked it).
- * Any fiber or thread, while the runtime runs or not.
+ * Any fiber or thread, while the runtime runs or not. Lifetime (as
+ * pthread_mutex_destroy): the mutex may be freed, or the frame holding it
+ * left, as soon as no call on it is in progress and none will start,
+ * e.g. right after the last weft_mutex_unlock returns in the fiber that
+ * frees it, even while another fiber's unlock has not yet returned.
  */
 typedef struct weft_mutex {
     unsigned            _state;
@@ -401,7 +405,10 @@ WEFT_EXPORT void weft_mutex_unlock(weft_mutex *m);
  * could be armed.
  * weft_cond_signal wakes the longest-waiting waiter, if any;
  * weft_cond_broadcast wakes them all. Neither requires holding m.
- * Any fiber or thread.
+ * Any fiber or thread. Lifetime: the condition variable may be freed as
+ * soon as no call on it is in progress and none will start, e.g. by a
+ * waiter right after its wait returns, even while the signal that woke it
+ * has not yet returned.
  */
 typedef struct weft_cond {
     struct weft_private_waitq _q;
@@ -422,6 +429,9 @@ WEFT_EXPORT void weft_cond_broadcast(weft_cond *c);
  * is released. A counter driven below zero is a program error: the
  * process aborts. weft_wg_wait returns once the counter is zero (at once
  * if it is). Add before starting what will call done. Any fiber or thread.
+ * Lifetime: the wait group may be freed (or the frame holding it left)
+ * as soon as weft_wg_wait has returned in every waiter, even while the
+ * weft_wg_done that released them has not yet returned.
  */
 typedef struct weft_wg {
     int64_t             _count;
@@ -442,14 +452,19 @@ WEFT_EXPORT void weft_wg_wait(weft_wg *wg);
  * arrival order (a post hands its unit straight to the oldest waiter).
  * weft_sem_timedwait waits at most timeout_ns nanoseconds (negative: no
  * limit, 0: do not wait): 0, or -ETIMEDOUT (or -ENOMEM if no timer could
- * be armed). weft_sem_post adds one unit or wakes one waiter.
- * Any fiber or thread.
+ * be armed). weft_sem_post adds one unit or wakes one waiter; a post
+ * that would take the count past UINT_MAX is a program error: the
+ * process aborts with a message.
+ * Any fiber or thread. Lifetime: the semaphore may be freed as soon as
+ * no call on it is in progress and none will start, e.g. by a waiter
+ * right after its wait returns, even while the post that woke it has
+ * not yet returned.
  */
 typedef struct weft_sem {
-    unsigned            _count;
+    uint64_t            _word;  /* count (low 32 bits) and flags */
     struct weft_private_waitq _q;
 } weft_sem;
-#define WEFT_SEM_INIT(n) { (n), WEFT_PRIVATE_WAITQ_INIT }
+#define WEFT_SEM_INIT(n) { (unsigned)(n), WEFT_PRIVATE_WAITQ_INIT }
 
 WEFT_EXPORT void weft_sem_init(weft_sem *s, unsigned count);
 WEFT_EXPORT void weft_sem_wait(weft_sem *s);

@@ -26,6 +26,7 @@
  * operation only (the others NULL) as well.
  */
 #include "sched/chan.h"
+#include "sched/chaos.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -108,6 +109,7 @@ void weft_chan_close(weft_chan *ch)
         tail = claim_all(&ch->sendq, tail);
     }
     weft__spin_unlock(&ch->lock);
+    weft__chaos(CHAOS_CHAN);
     weft__waiters_wake(chain);
 }
 
@@ -225,6 +227,7 @@ int weft__chan_perform(weft_select_case *c, struct weft__parker **wake)
 static inline __attribute__((always_inline))
 int chan_op(struct weft_chan *ch, int op, void *elem, int64_t timeout_ns)
 {
+    weft__chaos_move(CHAOS_BLOCK);
     /* The clock is read only for a real timeout, and before the lock. */
     int64_t deadline = timeout_ns > 0 ? weft__deadline(timeout_ns) : -1;
     weft_select_case c = { ch, op, elem, 0 };
@@ -232,6 +235,7 @@ int chan_op(struct weft_chan *ch, int op, void *elem, int64_t timeout_ns)
     weft__spin_lock(&ch->lock);
     if (perform(&c, &wake)) {
         weft__spin_unlock(&ch->lock);
+        weft__chaos(CHAOS_CHAN);
         if (wake)
             weft__parker_wake(wake);
         return c.result;

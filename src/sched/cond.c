@@ -3,8 +3,17 @@
  * waiter queues itself under that lock, then - in the same step that
  * drops it (the park commit, or before a thread sleeps) - unlocks the
  * mutex: a signal from anyone who locks the mutex after that finds it.
+ *
+ * Lifetime (a waiter may free the condition variable as soon as its wait
+ * returns, while the signal that woke it is still inside the call): a
+ * signaller claims waiters under the queue lock and drops the lock before
+ * waking them; the wake-ups read only the waiters' own parkers, and a
+ * claimed waiter cannot return before it is woken. The waiter's park
+ * commit drops the queue lock and then unlocks the mutex (whose own
+ * lifetime argument is in mutex.c), reading both pointers first.
  */
 #include "sched/waitq.h"
+#include "sched/chaos.h"
 
 #include <errno.h>
 
@@ -30,12 +39,17 @@ struct cond_release {
     weft_mutex         *m;
 };
 
-/* Drop the queue lock, then the mutex. Where weft__parker_block runs it. */
+/* Drop the queue lock, then the mutex. Where weft__parker_block runs it.
+ * r is on the waiter's stack: both fields are read before the first
+ * release, after which a signaller may wake the waiter. */
 static void cond_release(void *arg)
 {
     struct cond_release *r = arg;
-    weft__spin_unlock(&r->q->lock);
-    weft_mutex_unlock(r->m);
+    struct weft__waitq *q = r->q;
+    weft_mutex *m = r->m;
+    weft__spin_unlock(&q->lock);
+    weft__chaos(CHAOS_COND_RELEASE);
+    weft_mutex_unlock(m);
 }
 
 int weft_cond_timedwait(weft_cond *c, weft_mutex *m, int64_t timeout_ns)
@@ -44,6 +58,7 @@ int weft_cond_timedwait(weft_cond *c, weft_mutex *m, int64_t timeout_ns)
     struct weft__parker p;
     struct weft__waiter w = { .index = 0 };
     struct cond_release r = { q, m };
+    weft__chaos_move(CHAOS_BLOCK);
     weft__parker_init(&p, weft__deadline(timeout_ns));
     weft__spin_lock(&q->lock);
     weft__waitq_push(q, &w, &p, 0);

@@ -5,6 +5,7 @@
  * name the step each piece implements.
  */
 #include "sched/sched.h"
+#include "sched/chaos.h"
 #include "sched/trace.h"
 #include "sched/fence.h"
 
@@ -41,6 +42,7 @@ static struct weft_fiber *steal_pass(struct worker *w)
             for (unsigned i = 0; i < span; i++) {
                 struct worker *v = &weft__rt.workers[w->victims[lo + (start + i) % span]];
                 weft__count(&w->nsteal_try);
+                weft__chaos(CHAOS_STEAL);
                 struct weft_fiber *f = deque_steal_half(&v->dq, &w->dq, max);
                 if (f) {
                     weft__count(&w->nsteal);
@@ -200,6 +202,7 @@ int weft__idle(struct worker *w)
      * waker wrote), or RUNNING from our own cancel or P6 return, after
      * which P7 finds handed_search. */
     poller_prepare(w->poller);
+    weft__chaos(CHAOS_IDLE);
     /* P4. */
     pthread_mutex_lock(&weft__rt.idle_lock);
     w->idle_pos = (int)weft__rt.nidle;

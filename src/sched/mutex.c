@@ -25,8 +25,13 @@
  *                           in, and nobody spins for it.
  *   bits 4-13   M_TICKS     unlocks M_WOKEN kept from waking anybody since
  *                           the last wake, modulo 1024
- *   bits 14-31  M_WOKE_AT   when the last wake was, in units of 2^19 ns,
- *                           modulo 2^18 units (about 137 s)
+ *   bits 14-30  M_WOKE_AT   when the last wake was, in units of 2^19 ns,
+ *                           modulo 2^17 units (about 68 s)
+ *   bit  31     M_QLOCK     the wait queue's lock (a spinlock bit, held
+ *                           for a few hundred instructions). It lives in
+ *                           the state word so that an unlock that must
+ *                           look at the queue releases the mutex and the
+ *                           queue lock in ONE atomic step: see Lifetime.
  *
  * Lock (any fiber or thread):
  *  L1 One atomic OR of M_LOCKED: the mutex was free iff M_LOCKED was
@@ -49,16 +54,40 @@
  *  U1 Read the word. Without waiters, or with a woken waiter on its way
  *     (then counting a tick), one CAS clears M_LOCKED: one RMW also while
  *     waiters are queued, the common case under contention. Else:
- *  U2 M_STARVING: under the queue lock, claim the head and hand it the
- *     mutex (M_LOCKED stays set). Hand-off mode ends when the queue
- *     empties or its new head has waited less than HANDOFF_NS.
- *  U3 M_WAITERS without M_WOKEN: one CAS clears M_LOCKED, sets M_WOKEN
- *     and stamps M_WOKE_AT; then claim the head under the queue lock and
- *     wake it (L4).
+ *  U2 M_STARVING: take the queue lock (still holding the mutex), claim
+ *     the head and hand it the mutex (M_LOCKED stays set). Hand-off mode
+ *     ends when the queue empties or its new head has waited less than
+ *     HANDOFF_NS. One CAS drops the queue lock (and the bits that end).
+ *  U3 M_WAITERS without M_WOKEN: take the queue lock (still holding the
+ *     mutex) and claim the head; then one CAS clears M_LOCKED and
+ *     M_QLOCK, sets M_WOKEN and stamps M_WOKE_AT; then wake the claimed
+ *     waiter (L4) through its own parker.
  *  U4 Lapse: every 1024th tick reads the clock; if the woken waiter has
  *     been on its way for LAPSE_UNITS, it is presumed stuck where it was
  *     readied (behind a fiber that does not block), and this unlock does
  *     U3 anyway, waking the next waiter too.
+ *
+ * Lifetime (the contract's rule: the mutex may be freed as soon as the
+ * last unlock has returned in the fiber that frees it, even while some
+ * other unlock is still inside weft_mutex_unlock). The step that lets
+ * another party proceed is the RMW that clears M_LOCKED: after it any
+ * fiber may lock, unlock, and free the mutex. So every unlock's LAST
+ * access to the mutex is that RMW:
+ *  - U1 and the tick path: the CAS that clears M_LOCKED, nothing after;
+ *  - U3: the queue lock is taken and the head claimed BEFORE the mutex is
+ *    released, and the CAS that clears M_LOCKED also clears M_QLOCK; the
+ *    wake-up after it reads only the claimed waiter's parker, on the
+ *    waiter's stack, which cannot go away before the waiter is woken;
+ *  - U2: the mutex passes to the claimed waiter (M_LOCKED stays set), and
+ *    nobody can free it before that waiter runs and unlocks it; the CAS
+ *    that drops M_QLOCK is the last access, the wake-up reads the parker.
+ *    With nobody to hand to, the same CAS clears M_LOCKED too.
+ * A locker (L3) touches the mutex only while its own lock call is in
+ * progress, which the rule forbids freeing under; its park commit's
+ * release of M_QLOCK runs before anybody can claim it.
+ * (Before the queue lock lived in this word, U3 released M_LOCKED and
+ * then took the separate queue lock: a fiber could lock, unlock and free
+ * the mutex in between - the freed memory then served as a spinlock.)
  * No lost wake-up: a waiter is queued only with M_LOCKED set (L3's CAS
  * fails otherwise), so an unlock comes after it. That unlock wakes a
  * waiter (U2, U3), or finds M_WOKEN set; the woken waiter then either
@@ -118,8 +147,10 @@
  *    scale with the length of the critical section.
  */
 #include "sched/waitq.h"
+#include "sched/chaos.h"
 
 #include <errno.h>
+#include <sched.h>
 
 #define M_LOCKED     1u
 #define M_WAITERS    2u
@@ -128,7 +159,8 @@
 #define M_TICK       (1u << 4)
 #define M_TICKS      (0x3ffu << 4)
 #define M_WOKE_SHIFT 14
-#define M_WOKE_AT    (~0u << M_WOKE_SHIFT)
+#define M_WOKE_AT    (0x1ffffu << M_WOKE_SHIFT)
+#define M_QLOCK      (1u << 31)
 
 #define WOKE_UNIT_SHIFT 19 /* ns per M_WOKE_AT unit: 2^19, about 0.5 ms */
 #define LAPSE_UNITS     3  /* more than HANDOFF_NS, at most 1.6 ms */
@@ -173,9 +205,40 @@ int weft_mutex_trylock(weft_mutex *m)
     return -EBUSY;
 }
 
+/* Take the queue lock, M_QLOCK, spinning while somebody else holds it;
+ * returns the word as the RMW that took it left it. Any fiber or
+ * thread. */
+static unsigned qlock(struct mutex_impl *x)
+{
+    for (unsigned n = 0;; n++) {
+        /* Acquire: pairs with the release that dropped M_QLOCK (qunlock,
+         * or the CASes in unlock_locked), so the queue is as its last
+         * holder left it. */
+        unsigned s = atomic_fetch_or_explicit(&x->state, M_QLOCK, memory_order_acquire);
+        if (!(s & M_QLOCK))
+            return s | M_QLOCK;
+        /* Relaxed: spin on a read until the bit looks free. */
+        while (atomic_load_explicit(&x->state, memory_order_relaxed) & M_QLOCK) {
+            if (++n < 64)
+                weft__cpu_relax();
+            else
+                sched_yield(); /* the holder was preempted */
+        }
+    }
+}
+
+/* Drop the queue lock. With it held; the caller's lock call is still in
+ * progress, so the mutex is alive. */
+static void qunlock(struct mutex_impl *x)
+{
+    /* Release: publishes the queue's changes; pairs with qlock's acquire. */
+    atomic_fetch_and_explicit(&x->state, ~M_QLOCK, memory_order_release);
+}
+
+/* A locker's park commit (or a thread's release before it sleeps). */
 static void release_q(void *arg)
 {
-    weft__spin_unlock(&((struct weft__waitq *)arg)->lock);
+    qunlock(arg);
 }
 
 /* May a spin for a mutex held elsewhere pay off (see the header)? The
@@ -206,7 +269,7 @@ static unsigned spin_round(struct mutex_impl *x)
 {
     unsigned s = 0;
     for (int i = 0; i < SPIN_PAUSES; i++) {
-        __builtin_ia32_pause();
+        weft__cpu_relax();
         /* Relaxed: a hint; the caller's CAS decides. */
         s = atomic_load_explicit(&x->state, memory_order_relaxed);
         if (!(s & M_LOCKED))
@@ -219,6 +282,7 @@ static unsigned spin_round(struct mutex_impl *x)
  * the fast path needs no stack frame. Any fiber or thread. */
 static __attribute__((noinline)) void lock_slow(struct mutex_impl *x, unsigned s)
 {
+    weft__chaos_move(CHAOS_BLOCK);
     int64_t since = 0;  /* first enqueue; 0: never queued */
     int starving = 0;   /* woken, and waited over HANDOFF_NS since `since` */
     unsigned woken = 0; /* M_WOKEN once an unlock woke us (U3) */
@@ -237,19 +301,16 @@ static __attribute__((noinline)) void lock_slow(struct mutex_impl *x, unsigned s
             rounds++;
             continue;
         }
-        weft__spin_lock(&x->q.lock);
-        /* Relaxed: the CASes below decide. */
-        s = atomic_load_explicit(&x->state, memory_order_relaxed);
+        s = qlock(x);
         for (;;) {
             if (!(s & M_LOCKED)) {
-                /* Acquire: pairs with the release in weft_mutex_unlock. */
+                /* Acquire: pairs with the release in weft_mutex_unlock;
+                 * release: drops the queue lock in the same step. */
                 if (atomic_compare_exchange_weak_explicit(&x->state, &s,
-                                                          (s | M_LOCKED) & ~woken,
-                                                          memory_order_acquire,
-                                                          memory_order_relaxed)) {
-                    weft__spin_unlock(&x->q.lock);
+                                                          (s | M_LOCKED) & ~(woken | M_QLOCK),
+                                                          memory_order_acq_rel,
+                                                          memory_order_relaxed))
                     return;
-                }
                 continue;
             }
             unsigned n = (s | M_WAITERS) & ~woken;
@@ -263,6 +324,7 @@ static __attribute__((noinline)) void lock_slow(struct mutex_impl *x, unsigned s
                                                       memory_order_relaxed))
                 break;
         }
+        weft__chaos(CHAOS_MUTEX_QUEUE);
         struct weft__parker p;
         struct weft__waiter w = { .index = 0, .result = RESULT_RETRY };
         weft__parker_init(&p, -1);
@@ -271,7 +333,7 @@ static __attribute__((noinline)) void lock_slow(struct mutex_impl *x, unsigned s
         since = w.since;
         weft__waitq_push(&x->q, &w, &p, retry);
         weft__wait_reason(WAIT_MUTEX, (uintptr_t)x);
-        weft__parker_block(&p, release_q, &x->q);
+        weft__parker_block(&p, release_q, x);
         if (w.result == RESULT_HANDOFF)
             return; /* the unlocker left M_LOCKED set for us */
         woken = M_WOKEN;
@@ -295,56 +357,10 @@ void weft_mutex_lock(weft_mutex *m)
     lock_slow(x, atomic_load_explicit(&x->state, memory_order_relaxed));
 }
 
-/* U2: hand the mutex to the queue's head. With M_LOCKED and M_STARVING
- * set, by its holder. */
-static void unlock_handoff(struct mutex_impl *x)
-{
-    weft__spin_lock(&x->q.lock);
-    struct weft__waiter *w = weft__waitq_claim(&x->q);
-    unsigned clear = 0;
-    if (!x->q.head)
-        clear = M_WAITERS | M_STARVING;
-    else if (weft__now() - x->q.head->since <= HANDOFF_NS)
-        clear = M_STARVING;
-    if (!w)
-        clear |= M_LOCKED | M_STARVING; /* nobody to hand it to */
-    else
-        w->result = RESULT_HANDOFF;
-    /* Release: publishes the critical section to the next locker's
-     * acquire when M_LOCKED is cleared here; the new holder we hand it to
-     * is ordered by the wake-up. */
-    if (clear)
-        atomic_fetch_and_explicit(&x->state, ~clear, memory_order_release);
-    weft__spin_unlock(&x->q.lock);
-    if (w)
-        weft__parker_wake(w->p);
-}
-
-/* U3, after the CAS that set M_WOKEN: wake the queue's head. By the
- * unlocker (it no longer holds the mutex). */
-static void unlock_wake(struct mutex_impl *x)
-{
-    weft__spin_lock(&x->q.lock);
-    struct weft__waiter *w = weft__waitq_claim(&x->q);
-    unsigned clear = 0;
-    if (!x->q.head)
-        clear = M_WAITERS;
-    if (!w)
-        clear |= M_WOKEN; /* nobody on the way after all */
-    else
-        w->result = RESULT_RETRY;
-    /* Relaxed: with the queue lock held; these bits publish no data. */
-    if (clear)
-        atomic_fetch_and_explicit(&x->state, ~clear, memory_order_relaxed);
-    weft__spin_unlock(&x->q.lock);
-    if (w)
-        weft__parker_wake(w->p);
-}
-
 /* The current time as M_WOKE_AT holds it. Any thread. */
 static unsigned woke_stamp(void)
 {
-    return (unsigned)((uint64_t)weft__now() >> WOKE_UNIT_SHIFT) << M_WOKE_SHIFT;
+    return ((unsigned)((uint64_t)weft__now() >> WOKE_UNIT_SHIFT) << M_WOKE_SHIFT) & M_WOKE_AT;
 }
 
 /* Has the waiter woken at s's M_WOKE_AT been on its way for LAPSE_UNITS
@@ -352,37 +368,90 @@ static unsigned woke_stamp(void)
  * wake)? Any thread. */
 static int lapsed(unsigned s)
 {
-    return (woke_stamp() - (s & M_WOKE_AT)) >> M_WOKE_SHIFT >= LAPSE_UNITS;
+    return ((woke_stamp() - (s & M_WOKE_AT)) & M_WOKE_AT) >> M_WOKE_SHIFT >= LAPSE_UNITS;
 }
 
-/* U2..U4 of the header; s is the word as last seen. Out of line, as
- * lock_slow. By the holder. */
+/* Does an unlock that sees s have to look at the queue (U2, U3, U4)? */
+static int must_wake(unsigned s)
+{
+    if (s & M_STARVING)
+        return 1;
+    return (s & M_WAITERS) &&
+           (!(s & M_WOKEN) || ((s & M_TICKS) == M_TICKS && lapsed(s)));
+}
+
+/* U2..U4 under the queue lock: claim the head (if any is still needed),
+ * then release the queue lock - and, unless the mutex is handed over,
+ * the mutex - in one CAS, the last access to *x (see Lifetime); then wake
+ * the claimed waiter through its parker. By the holder. */
+static void unlock_locked(struct mutex_impl *x)
+{
+    unsigned s = qlock(x);
+    struct weft__waiter *w = NULL;
+    /* Under the queue lock only the holder (us) and lockers that hold the
+     * queue lock change M_STARVING and M_WAITERS, so what we decide here
+     * stays right until our CAS; the CAS loop below only absorbs other
+     * bits (M_LOCKED stays ours, lockers' OR of it changes nothing). */
+    int handoff = (s & M_STARVING) != 0;
+    int wake = must_wake(s); /* read once: lapsed() reads the clock */
+    if (wake)
+        w = weft__waitq_claim(&x->q);
+    int64_t head_since = x->q.head ? x->q.head->since : 0;
+    int empty = x->q.head == NULL;
+    if (w)
+        w->result = handoff ? RESULT_HANDOFF : RESULT_RETRY;
+    weft__chaos(CHAOS_MUTEX_UNLOCK);
+    unsigned stamp = w && !handoff ? woke_stamp() : 0;
+    for (;;) {
+        unsigned n = s & ~M_QLOCK;
+        if (handoff) {
+            if (empty)
+                n &= ~(M_WAITERS | M_STARVING);
+            else if (weft__now() - head_since <= HANDOFF_NS)
+                n &= ~M_STARVING;
+            if (!w)
+                n &= ~(M_LOCKED | M_STARVING); /* nobody to hand it to */
+        } else {
+            n &= ~M_LOCKED;
+            if (empty)
+                n &= ~M_WAITERS;
+            if (w)
+                n = (n & ~(M_TICKS | M_WOKE_AT)) | M_WOKEN | stamp;
+            else if (wake)
+                n &= ~M_WOKEN; /* nobody on the way after all */
+            else if (n & M_WAITERS)
+                n = (n & ~M_TICKS) | ((s + M_TICK) & M_TICKS);
+        }
+        /* Release: publishes the critical section to the next locker's
+         * acquire (or, on a hand-off, the queue's changes: the new holder
+         * is ordered by the wake-up), and the queue to the next qlock. */
+        if (atomic_compare_exchange_weak_explicit(&x->state, &s, n,
+                                                  memory_order_release,
+                                                  memory_order_relaxed))
+            break;
+    }
+    /* x may be gone from here on: only the waiter's own memory. */
+    if (w)
+        weft__parker_wake(w->p);
+}
+
+/* U1's tick path and U2..U4 of the header; s is the word as last seen.
+ * Out of line, as lock_slow. By the holder. */
 static __attribute__((noinline)) void unlock_slow(struct mutex_impl *x, unsigned s)
 {
     for (;;) {
-        if (s & M_STARVING) {
-            unlock_handoff(x);
+        if (must_wake(s)) {
+            unlock_locked(x);
             return;
-        }
-        if ((s & M_WAITERS) &&
-            (!(s & M_WOKEN) || ((s & M_TICKS) == M_TICKS && lapsed(s)))) {
-            unsigned n = (s & ~(M_LOCKED | M_TICKS | M_WOKE_AT)) | M_WOKEN | woke_stamp();
-            /* Release: publishes the critical section to the next
-             * locker's acquire. */
-            if (atomic_compare_exchange_weak_explicit(&x->state, &s, n,
-                                                      memory_order_release,
-                                                      memory_order_relaxed)) {
-                unlock_wake(x);
-                return;
-            }
-            continue;
         }
         /* Ticks count only while somebody is queued; the 1024th wraps
          * to 0 here, after the lapse check above said no. */
         unsigned n = s & M_WAITERS
                          ? (s & ~(M_LOCKED | M_TICKS)) | ((s + M_TICK) & M_TICKS)
                          : s & ~M_LOCKED;
-        /* Release: as above. */
+        /* Release: publishes the critical section to the next locker's
+         * acquire. The last access to *x. */
+        weft__chaos(CHAOS_MUTEX_UNLOCK);
         if (atomic_compare_exchange_weak_explicit(&x->state, &s, n,
                                                   memory_order_release,
                                                   memory_order_relaxed))

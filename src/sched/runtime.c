@@ -20,6 +20,7 @@
  * lock, so a foreign spawn either is counted or sees the shutdown.
  */
 #define _GNU_SOURCE
+#include "sched/chaos.h"
 #include "sched/sched.h"
 #include "io/blocking.h"
 #include "io/netpoll.h"
@@ -308,6 +309,7 @@ static int run(const weft_config *cfg)
     weft__rt.pin = cfg->pin;
     /* With one worker there is nowhere to move to. */
     weft__rt.migrate = n > 1 && env_flag("WEFT_DEBUG_MIGRATE");
+    weft__chaos_configure();
     weft__rt.nidle = 0;
     weft__rt.gq_chunks = weft__rt.gq_chunks_tail = NULL;
     weft__rt.gq_singles = weft__rt.gq_singles_tail = NULL;

@@ -211,6 +211,7 @@
  *    give the same depth-first order without that.
  */
 #include "sched/sched.h"
+#include "sched/chaos.h"
 #include "sched/fence.h"
 #include "sched/trace.h"
 
@@ -357,6 +358,7 @@ static void push_remote(struct worker *w, struct weft_fiber *f)
 /* f into v's inbox, waking v if it sleeps. Any thread. */
 static void push_inbox(struct worker *v, struct weft_fiber *f)
 {
+    weft__chaos(CHAOS_READY);
     weft__fstate_set(f, FS_RUNNABLE, weft__clock_ms(weft__worker_self()));
     f->link = NULL;
     pthread_mutex_lock(&v->inbox_lock);
@@ -655,8 +657,10 @@ static void after_switch(void)
             requeue(w, prev);
             break;
         case HANDOFF_PARK:
+            weft__chaos(CHAOS_PARK_COMMIT);
             if (!w->park_commit(prev, w->park_arg))
                 put_runnext(w, prev);
+            weft__chaos(CHAOS_PARK_COMMITTED);
             break;
         case HANDOFF_EXIT:
             weft__fiber_finish(w, prev, 0);
@@ -788,6 +792,7 @@ static void fiber_entry(void *val)
 
 void weft__ready(struct weft_fiber *f)
 {
+    weft__chaos(CHAOS_READY);
     struct worker *w = weft__worker_self();
     if (!w) {
         weft__foreign_enter();
@@ -956,6 +961,7 @@ void weft__park(int (*commit)(struct weft_fiber *self, void *arg), void *arg)
 
 void weft_yield(void)
 {
+    weft__chaos_move(CHAOS_BLOCK); /* before w: a move changes it */
     struct worker *w = weft__worker_self();
     struct weft_fiber *self = w ? w->current : NULL;
     if (!self) {

@@ -5,6 +5,7 @@
  * thread-side wait that weft_join uses (fiber.c).
  */
 #include "sched/waitq.h"
+#include "sched/chaos.h"
 
 #include <errno.h>
 #include <linux/futex.h>
@@ -25,8 +26,9 @@ void weft__spin_lock_slow(_Atomic unsigned *l)
     for (unsigned n = 0;; n++) {
         /* Relaxed: spin on a read until the word looks free. */
         while (atomic_load_explicit(l, memory_order_relaxed)) {
+            weft__chaos(CHAOS_SPIN_LOCK);
             if (++n < SPIN_TRIES)
-                __builtin_ia32_pause();
+                weft__cpu_relax();
             else
                 sched_yield(); /* the holder was preempted */
         }
@@ -81,6 +83,7 @@ void weft__waiter_cancel(_Atomic unsigned *l, struct weft__waitq *q, struct weft
 
 void weft__parker_wake(struct weft__parker *p)
 {
+    weft__chaos(CHAOS_WAKE);
     struct weft_fiber *f = p->fiber;
     if (f) {
         /* A fiber with an armed timer goes back to the worker whose heap
@@ -153,6 +156,7 @@ static int block_commit(struct weft_fiber *self, void *arg)
         }
     }
     a->release(a->arg);
+    weft__chaos(CHAOS_PARK_COMMITTED);
     return 1;
 }
 
@@ -191,6 +195,7 @@ static int fiber_block(struct weft__parker *p, void (*release)(void *), void *ar
 static __attribute__((noinline)) int thread_block(struct weft__parker *p, void (*release)(void *), void *arg)
 {
     release(arg);
+    weft__chaos(CHAOS_PARK_COMMITTED);
     int64_t deadline = p->deadline;
     for (;;) {
         /* Acquire: pairs with the release store in weft__parker_wake. */
@@ -228,6 +233,7 @@ static int unlock_commit(struct weft_fiber *self, void *lock)
 {
     (void)self;
     weft__spin_unlock(lock);
+    weft__chaos(CHAOS_PARK_COMMITTED);
     return 1;
 }
 

@@ -38,6 +38,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "ctx/arch/relax.h"
 #include "sched/sched.h"
 
 enum { PARK_WAITING = 0, PARK_CLAIMED, PARK_WOKEN, PARK_TIMEDOUT };
