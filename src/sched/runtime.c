@@ -28,6 +28,7 @@
 #include "sched/trace.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,19 +202,25 @@ int weft__check_termination(void)
 static void *worker_thread(void *arg)
 {
     struct worker *w = arg;
+    /* Set up before any fiber runs, when memory cannot have run short
+     * yet: weft_run opens the start gate only once every worker has
+     * counted itself here. Warming the allocator is part of it: jemalloc
+     * 5.3 crashes (SIGSEGV in mallocx) when a thread's very first
+     * allocation fails for want of memory, and a worker's first one (a
+     * fiber slab, a timer array, a queue chunk), or a worker that had not
+     * even got this far, could come after a fiber capped the address
+     * space. So could the mapping of the overflow handler's signal
+     * stack. */
+    if (weft__rt.pin)
+        topo_pin(&weft__rt.topo, w->index); /* on failure: run unpinned */
+    weft__ctx_thread_prepare();
+    weft__free(weft__malloc(64), 64);
+    /* Release: pairs with weft_run's acquire load. */
+    atomic_fetch_add_explicit(&weft__rt.workers_ready, 1, memory_order_release);
     /* The start gate: weft_run holds start_lock until every worker exists
      * and the runtime is fully set up. */
     pthread_mutex_lock(&weft__rt.start_lock);
     pthread_mutex_unlock(&weft__rt.start_lock);
-    if (weft__rt.pin)
-        topo_pin(&weft__rt.topo, w->index); /* on failure: run unpinned */
-    weft__ctx_thread_prepare();
-    /* Warm this thread's allocator before any fiber runs: jemalloc 5.3
-     * crashes (SIGSEGV in mallocx) when a thread's very first allocation
-     * fails for want of memory, and the scheduler's first allocation on a
-     * worker (a fiber slab, a timer array, a queue chunk) may come after
-     * the address space has run out. */
-    weft__free(weft__malloc(64), 64);
     weft__worker_bind(w);
     if (!atomic_load_explicit(&weft__rt.shutdown, memory_order_seq_cst))
         weft__worker_loop(w);
@@ -319,6 +326,7 @@ static int run(const weft_config *cfg)
     atomic_store(&weft__rt.shutdown, 0);
     atomic_store(&weft__rt.foreign_spawned, 0);
     atomic_store(&weft__rt.stack_starved, 0);
+    atomic_store(&weft__rt.workers_ready, 0);
     unsigned made = 0;
     for (; made < n; made++)
         if ((err = worker_init(&weft__rt.workers[made], made, n)) != 0)
@@ -353,6 +361,10 @@ static int run(const weft_config *cfg)
         atomic_store(&weft__rt.shutdown, 1);
     } else {
         err = 0;
+        /* Every worker set up (see worker_thread) before main can run.
+         * Acquire: pairs with the workers' release add. */
+        while (atomic_load_explicit(&weft__rt.workers_ready, memory_order_acquire) < n)
+            sched_yield();
         atomic_store(&weft__rt.state, RT_RUNNING);
         /* WEFT_TRACE: before the workers pass the start gate, so the
          * trace sees the whole run. */

@@ -331,6 +331,7 @@ struct weft__runtime {
     int               pin;
     struct topo       topo;
     pthread_mutex_t   start_lock;    /* held while the workers are created */
+    _Atomic unsigned  workers_ready; /* workers set up, waiting at the gate */
 
     /* Idle protocol (idle.c). */
     _Alignas(WEFT__CACHELINE) _Atomic unsigned nsearching;
