@@ -4,6 +4,9 @@
 #   2. the ctx, coro and examples suites again under valgrind
 #   3. ASan + UBSan build, all suites
 #   4. TSan build, all suites
+#   5. chaos pass: the sync, chan, sched, io and lifetime suites again
+#      under ASan+UBSan and under TSan with WEFT_DEBUG_CHAOS set, for two
+#      fixed seeds and one drawn for this run
 # Installs what it needs first (scripts/deps.sh; apt-get, as root or via
 # sudo). Build directories: build-ci-{release,asan,tsan}. Ends with one
 # line "tests: N passed, M failed"; exits non-zero if anything failed.
@@ -60,6 +63,8 @@ PY
 )
     read -r ok bad <<<"$counts"
     echo "-- $label: $ok passed, $bad failed"
+    [ "$bad" -eq 0 ] || [ -z "${WEFT_DEBUG_CHAOS:-}" ] ||
+        echo "-- $label: replay with WEFT_DEBUG_CHAOS=$WEFT_DEBUG_CHAOS"
     passed=$((passed + ok))
     failed=$((failed + bad))
     [ "$rc" -eq 0 ] || status=1
@@ -117,6 +122,19 @@ run_tests "asan+ubsan" build-ci-asan
 setup build-ci-tsan -Db_sanitize=thread -Djemalloc=disabled \
     -Dbenchmarks=disabled -Dwerror=true
 run_tests "tsan" build-ci-tsan "${tsan_wrap[@]}"
+
+# Chaos pass (WEFT_DEBUG_CHAOS=SEED, src/sched/chaos.h): yields, spins,
+# short sleeps and forced migrations at the runtime's race windows. Each
+# test's log starts with "weft: chaos mode, seed N"; a failure is replayed
+# with WEFT_DEBUG_CHAOS=N and the same suite.
+chaos_suites=(--suite sync --suite chan --suite sched --suite io --suite lifetime)
+chaos_seeds=(1 2 "$(( (RANDOM << 15 | RANDOM) + 3 ))")
+for seed in "${chaos_seeds[@]}"; do
+    WEFT_DEBUG_CHAOS=$seed run_tests "asan+ubsan chaos (WEFT_DEBUG_CHAOS=$seed)" \
+        build-ci-asan "${chaos_suites[@]}"
+    WEFT_DEBUG_CHAOS=$seed run_tests "tsan chaos (WEFT_DEBUG_CHAOS=$seed)" \
+        build-ci-tsan "${tsan_wrap[@]}" "${chaos_suites[@]}"
+done
 
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$status" -eq 0 ]

@@ -99,7 +99,9 @@ void weft__chaos_hit_move(enum weft__chaos_site site)
     (void)site;
     uint64_t r = next();
     struct worker *w = weft__worker_self();
-    if (w && w->current && weft__rt.nworkers > 1 && ((r >> 5) & 7) == 0) {
+    /* Under WEFT_DEBUG_MIGRATE every switch moves already. */
+    if (w && w->current && weft__rt.nworkers > 1 && !weft__rt.migrate &&
+        ((r >> 5) & 7) == 0) {
         unsigned to = (w->index + 1 + (unsigned)(r >> 32) % (weft__rt.nworkers - 1)) %
                       weft__rt.nworkers;
         weft__park(move_commit, &weft__rt.workers[to]);
