@@ -373,7 +373,8 @@ struct weft_private_waitq {
  * woken waiter compete with newcomers (throughput), but a waiter that has
  * waited over a millisecond gets the mutex handed to it directly, so no
  * waiter starves.
- * weft_mutex_trylock acquires m only if it is free: 0, or -EBUSY.
+ * weft_mutex_trylock acquires m only if it is free: 0, or -EBUSY
+ * (-EINVAL for a NULL m).
  * weft_mutex_unlock releases m, which the caller must hold (it may be
  * called from another fiber or thread than the one that locked it).
  * Any fiber or thread, while the runtime runs or not. Lifetime (as
@@ -402,7 +403,8 @@ WEFT_EXPORT void weft_mutex_unlock(weft_mutex *m);
  * weft_cond_timedwait does the same for at most timeout_ns nanoseconds
  * (negative: no limit): 0 when signalled, -ETIMEDOUT when the time ran
  * out (m is reacquired either way); it may return -ENOMEM if no timer
- * could be armed.
+ * could be armed. Misuse it detects: -EINVAL for a NULL c or m, -EPERM
+ * when m is not locked at all (it returns at once, m untouched).
  * weft_cond_signal wakes the longest-waiting waiter, if any;
  * weft_cond_broadcast wakes them all. Neither requires holding m.
  * Any fiber or thread. Lifetime: the condition variable may be freed as
@@ -452,7 +454,7 @@ WEFT_EXPORT void weft_wg_wait(weft_wg *wg);
  * arrival order (a post hands its unit straight to the oldest waiter).
  * weft_sem_timedwait waits at most timeout_ns nanoseconds (negative: no
  * limit, 0: do not wait): 0, or -ETIMEDOUT (or -ENOMEM if no timer could
- * be armed). weft_sem_post adds one unit or wakes one waiter; a post
+ * be armed; -EINVAL for a NULL s). weft_sem_post adds one unit or wakes one waiter; a post
  * that would take the count past UINT_MAX is a program error: the
  * process aborts with a message.
  * Any fiber or thread. Lifetime: the semaphore may be freed as soon as
@@ -493,7 +495,8 @@ WEFT_EXPORT void weft_sem_post(weft_sem *s);
  * The try variants never wait: -EAGAIN where they would. The timeout
  * variants wait at most ns nanoseconds (negative: no limit, 0: do not
  * wait): -ETIMEDOUT when the time ran out (-ENOMEM if no timer could be
- * armed).
+ * armed). Every one of them returns -EINVAL, touching nothing, for a NULL
+ * channel, or a NULL elem on a channel whose elements are not empty.
  * weft_chan_close marks the channel closed and wakes every waiter
  * (senders get -EPIPE; receivers drain what is buffered, then get
  * -EPIPE); closing twice is harmless. weft_chan_free releases it: only
@@ -526,7 +529,8 @@ WEFT_EXPORT size_t weft_chan_len(const weft_chan *ch);
  * nanoseconds (negative: no limit; 0: just poll, Go's `default:`).
  * Returns the index of the case that completed (its result is 0 or
  * -EPIPE; the other cases' results are untouched), -ETIMEDOUT, -EINVAL
- * for a bad op, cases NULL with n > 0, or n over INT_MAX, or -ENOMEM. A
+ * for a bad op, cases NULL with n > 0, n over INT_MAX, or a NULL elem on
+ * a channel whose elements are not empty, or -ENOMEM. A
  * channel may appear in several cases. With no channel at all and no
  * timeout it waits forever, like Go's empty select. Any fiber or thread.
  */

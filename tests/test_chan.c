@@ -1011,12 +1011,44 @@ START_TEST(plain_thread_single_ops)
 }
 END_TEST
 
+/* A NULL element where a value must be copied is refused before the call
+ * does anything; an empty element needs no buffer. */
+START_TEST(null_elem_is_einval)
+{
+    weft_chan *ch = weft_chan_new(sizeof(int), 1);
+    ck_assert_ptr_nonnull(ch);
+    ck_assert_int_eq(weft_chan_send(ch, NULL), -EINVAL);
+    ck_assert_int_eq(weft_chan_try_send(ch, NULL), -EINVAL);
+    ck_assert_int_eq(weft_chan_send_timeout(ch, NULL, 0), -EINVAL);
+    ck_assert_uint_eq(weft_chan_len(ch), 0);
+    int v = 5;
+    ck_assert_int_eq(weft_chan_send(ch, &v), 0);
+    ck_assert_int_eq(weft_chan_recv(ch, NULL), -EINVAL);
+    ck_assert_int_eq(weft_chan_try_recv(ch, NULL), -EINVAL);
+    ck_assert_int_eq(weft_chan_recv_timeout(ch, NULL, 0), -EINVAL);
+    ck_assert_uint_eq(weft_chan_len(ch), 1); /* the value is still there */
+    weft_chan *other = weft_chan_new(sizeof(int), 0);
+    weft_select_case cs[2] = { { ch, WEFT_RECV, NULL, 0 }, { other, WEFT_RECV, &v, 0 } };
+    ck_assert_int_eq(weft_select(cs, 2, 0), -EINVAL);
+    ck_assert_uint_eq(weft_chan_len(ch), 1);
+    ck_assert_int_eq(weft_chan_recv(ch, &v), 0);
+    ck_assert_int_eq(v, 5);
+    weft_chan *empty = weft_chan_new(0, 1); /* empty elements: NULL is fine */
+    ck_assert_int_eq(weft_chan_try_send(empty, NULL), 0);
+    ck_assert_int_eq(weft_chan_try_recv(empty, NULL), 0);
+    weft_chan_free(empty);
+    weft_chan_free(other);
+    weft_chan_free(ch);
+}
+END_TEST
+
 static Suite *chan_suite(void)
 {
     Suite *s = suite_create("chan");
     TCase *tc = tcase(s, "chan");
     tcase_add_test(tc, buffered_basics_no_runtime);
     tcase_add_test(tc, errors);
+    tcase_add_test(tc, null_elem_is_einval);
     tcase_add_test(tc, unbuffered_rendezvous);
     tcase_add_test(tc, mpmc_buffered);
     tcase_add_test(tc, mpmc_unbuffered);

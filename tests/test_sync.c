@@ -706,10 +706,30 @@ START_TEST(sem_plain_thread)
 }
 END_TEST
 
+/* Misuse the calls can detect comes back as an error and changes
+ * nothing (the contract's Conventions). Outside a run: plain thread. */
+START_TEST(misuse_errors)
+{
+    ck_assert_int_eq(weft_mutex_trylock(NULL), -EINVAL);
+    weft_mutex m = WEFT_MUTEX_INIT;
+    weft_cond c = WEFT_COND_INIT;
+    ck_assert_int_eq(weft_cond_timedwait(NULL, &m, 0), -EINVAL);
+    ck_assert_int_eq(weft_cond_timedwait(&c, NULL, 0), -EINVAL);
+    /* m not locked: refused at once, and m is not left locked. */
+    ck_assert_int_eq(weft_cond_timedwait(&c, &m, -1), -EPERM);
+    ck_assert_int_eq(weft_mutex_trylock(&m), 0);
+    ck_assert_int_eq(weft_cond_timedwait(&c, &m, 0), -ETIMEDOUT);
+    ck_assert_int_eq(weft_mutex_trylock(&m), -EBUSY); /* reacquired */
+    weft_mutex_unlock(&m);
+    ck_assert_int_eq(weft_sem_timedwait(NULL, 0), -EINVAL);
+}
+END_TEST
+
 static Suite *sync_suite(void)
 {
     Suite *s = suite_create("sync");
     TCase *tc = tcase(s, "mutex");
+    tcase_add_test(tc, misuse_errors);
     tcase_add_test(tc, mutex_exact_count);
     tcase_add_test(tc, mutex_fibers_and_threads);
     tcase_add_test(tc, mutex_plain_threads_no_runtime);

@@ -265,19 +265,26 @@ int weft__chan_op(struct weft_chan *ch, int op, void *elem, int64_t timeout_ns)
     return chan_op(ch, op, elem, timeout_ns);
 }
 
+/* A channel and an element the call can copy: not NULL unless the
+ * elements are empty. */
+static inline int bad_args(const struct weft_chan *ch, const void *elem)
+{
+    return !ch || (!elem && ch->elem_size);
+}
+
 int weft_chan_send(weft_chan *ch, const void *elem)
 {
-    return ch ? chan_op(ch, WEFT_SEND, (void *)(uintptr_t)elem, -1) : -EINVAL;
+    return bad_args(ch, elem) ? -EINVAL : chan_op(ch, WEFT_SEND, (void *)(uintptr_t)elem, -1);
 }
 
 int weft_chan_recv(weft_chan *ch, void *elem)
 {
-    return ch ? chan_op(ch, WEFT_RECV, elem, -1) : -EINVAL;
+    return bad_args(ch, elem) ? -EINVAL : chan_op(ch, WEFT_RECV, elem, -1);
 }
 
 int weft_chan_try_send(weft_chan *ch, const void *elem)
 {
-    if (!ch)
+    if (bad_args(ch, elem))
         return -EINVAL;
     int rc = chan_op(ch, WEFT_SEND, (void *)(uintptr_t)elem, 0);
     return rc == -ETIMEDOUT ? -EAGAIN : rc;
@@ -285,7 +292,7 @@ int weft_chan_try_send(weft_chan *ch, const void *elem)
 
 int weft_chan_try_recv(weft_chan *ch, void *elem)
 {
-    if (!ch)
+    if (bad_args(ch, elem))
         return -EINVAL;
     int rc = chan_op(ch, WEFT_RECV, elem, 0);
     return rc == -ETIMEDOUT ? -EAGAIN : rc;
@@ -293,10 +300,10 @@ int weft_chan_try_recv(weft_chan *ch, void *elem)
 
 int weft_chan_send_timeout(weft_chan *ch, const void *elem, int64_t ns)
 {
-    return ch ? chan_op(ch, WEFT_SEND, (void *)(uintptr_t)elem, ns) : -EINVAL;
+    return bad_args(ch, elem) ? -EINVAL : chan_op(ch, WEFT_SEND, (void *)(uintptr_t)elem, ns);
 }
 
 int weft_chan_recv_timeout(weft_chan *ch, void *elem, int64_t ns)
 {
-    return ch ? chan_op(ch, WEFT_RECV, elem, ns) : -EINVAL;
+    return bad_args(ch, elem) ? -EINVAL : chan_op(ch, WEFT_RECV, elem, ns);
 }

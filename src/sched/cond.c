@@ -54,6 +54,10 @@ static void cond_release(void *arg)
 
 int weft_cond_timedwait(weft_cond *c, weft_mutex *m, int64_t timeout_ns)
 {
+    if (!c || !m)
+        return -EINVAL;
+    if (!weft__mutex_held(m))
+        return -EPERM; /* nobody holds m: it cannot be the caller's */
     struct weft__waitq *q = cq(c);
     struct weft__parker p;
     struct weft__waiter w = { .index = 0 };

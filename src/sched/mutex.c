@@ -182,6 +182,13 @@ static struct mutex_impl *impl(weft_mutex *m)
     return (struct mutex_impl *)(void *)m;
 }
 
+int weft__mutex_held(weft_mutex *m)
+{
+    /* Relaxed: the caller holds it or not; only a misuse reads a stale
+     * value, and then it reads "free", which is right for that thread. */
+    return (atomic_load_explicit(&impl(m)->state, memory_order_relaxed) & M_LOCKED) != 0;
+}
+
 void weft_mutex_init(weft_mutex *m)
 {
     struct mutex_impl *x = impl(m);
@@ -192,6 +199,8 @@ void weft_mutex_init(weft_mutex *m)
 
 int weft_mutex_trylock(weft_mutex *m)
 {
+    if (!m)
+        return -EINVAL;
     struct mutex_impl *x = impl(m);
     /* Relaxed: a hint; the CAS decides. */
     unsigned s = atomic_load_explicit(&x->state, memory_order_relaxed);

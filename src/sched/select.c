@@ -150,6 +150,8 @@ int weft__chan_select(weft_select_case *cases, size_t n, int64_t timeout_ns)
             continue;
         if (cases[i].op != WEFT_SEND && cases[i].op != WEFT_RECV)
             return -EINVAL;
+        if (!cases[i].elem && cases[i].chan->elem_size)
+            return -EINVAL; /* nothing to copy from or into */
         if (!live++)
             first = i;
     }

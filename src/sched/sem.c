@@ -116,6 +116,8 @@ static void release_q(void *arg)
 
 int weft_sem_timedwait(weft_sem *s, int64_t timeout_ns)
 {
+    if (!s)
+        return -EINVAL;
     struct sem_impl *x = impl(s);
     if (take(x))
         return 0;

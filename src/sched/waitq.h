@@ -223,6 +223,9 @@ int weft__parker_block(struct weft__parker *p, void (*release)(void *), void *ar
  * alone. Same results and caller. */
 int weft__parker_block_unlock(struct weft__parker *p, _Atomic unsigned *lock);
 
+/* Is m locked (by anybody)? For weft_cond's misuse check. Any thread. */
+int weft__mutex_held(weft_mutex *m);
+
 /* Unlink w from q under lock l if still linked. Any thread. */
 void weft__waiter_cancel(_Atomic unsigned *l, struct weft__waitq *q, struct weft__waiter *w);
 
