@@ -5,7 +5,6 @@
 #include "sched/chaos.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -17,7 +16,9 @@
 #include "sched/sched.h"
 
 _Atomic int weft__chaos_on;
-static uint64_t chaos_seed;
+/* Written by configure; a plain thread left from an earlier run may read
+ * it meanwhile, hence atomic (relaxed: any seed will do for it). */
+static _Atomic uint64_t chaos_seed;
 /* Bumped by every configure, so that threads reseed for a new run. */
 static _Atomic unsigned chaos_gen;
 /* Plain threads' ids, in the order they first meet a hook. */
@@ -47,7 +48,7 @@ static uint64_t next(void)
         uint64_t id = w ? w->index
                         : 0x10000u + atomic_fetch_add_explicit(&chaos_threads, 1,
                                                                memory_order_relaxed);
-        tls_state = mix(chaos_seed ^ mix(id)) | 1;
+        tls_state = mix(atomic_load_explicit(&chaos_seed, memory_order_relaxed) ^ mix(id)) | 1;
         tls_gen = gen;
     }
     uint64_t x = tls_state;
@@ -124,9 +125,9 @@ void weft__chaos_configure(void)
                         "number); chaos mode stays off\n", s);
         return;
     }
-    chaos_seed = v;
+    atomic_store_explicit(&chaos_seed, v, memory_order_relaxed);
     /* Relaxed: read by next(), ordered by the workers' start. */
     atomic_fetch_add_explicit(&chaos_gen, 1, memory_order_relaxed);
     atomic_store(&weft__chaos_on, 1);
-    fprintf(stderr, "weft: chaos mode, seed %" PRIu64 " (WEFT_DEBUG_CHAOS)\n", chaos_seed);
+    fprintf(stderr, "weft: chaos mode, seed %llu (WEFT_DEBUG_CHAOS)\n", v);
 }
