@@ -125,6 +125,11 @@ void weft__chaos_configure(void)
                         "number); chaos mode stays off\n", s);
         return;
     }
+#if !WEFT__CHAOS
+    fprintf(stderr, "weft: WEFT_DEBUG_CHAOS=%s ignored: this libweft was built "
+                    "without chaos mode (meson -Dchaos=enabled, or a non-release build)\n", s);
+    return;
+#endif
     atomic_store_explicit(&chaos_seed, v, memory_order_relaxed);
     /* Relaxed: read by next(), ordered by the workers' start. */
     atomic_fetch_add_explicit(&chaos_gen, 1, memory_order_relaxed);
