@@ -269,7 +269,7 @@ int weft__chan_op(struct weft_chan *ch, int op, void *elem, int64_t timeout_ns)
  * elements are empty. */
 static inline int bad_args(const struct weft_chan *ch, const void *elem)
 {
-    return !ch || (!elem && ch->elem_size);
+    return __builtin_expect(!ch || !elem, 0) && (!ch || ch->elem_size);
 }
 
 int weft_chan_send(weft_chan *ch, const void *elem)
