@@ -94,6 +94,7 @@
 
 #include "common/alloc.h"
 #include "io/poller.h"
+#include "sched/chaos.h"
 #include "sched/sched.h"
 
 #define NP_NONE  ((uintptr_t)0)
@@ -341,6 +342,7 @@ void netpoll_deliver(void *data, unsigned events)
     }
     if (events & POLLER_OUT)
         mask |= NP_WBIT;
+    weft__chaos(CHAOS_NETPOLL);
     unblock_ready(data, mask, 1);
 }
 
@@ -504,6 +506,7 @@ static int slots_publish(struct np_desc *pd, unsigned mask, struct weft_fiber *s
  * publish the fiber. The worker the fiber just left. */
 static int wait_commit(struct weft_fiber *self, void *arg)
 {
+    weft__chaos(CHAOS_NETPOLL);
     struct np_wait *wr = arg;
     struct worker *w = weft__worker_self();
     struct np_timer *t = NULL;

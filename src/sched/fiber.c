@@ -72,6 +72,7 @@
 
 #include "common/alloc.h"
 #include "common/fmt.h"
+#include "sched/chaos.h"
 #include "sched/waitq.h"
 
 #define JOIN_RUNNING  ((uintptr_t)0)
@@ -489,6 +490,7 @@ void weft__fiber_finish(struct worker *w, struct weft_fiber *f, int joiner_claim
     weft__ctx_destroy(&f->ctx);
     weft__stack_put(f->ctx.stack);
     f->ctx.stack = NULL;
+    weft__chaos(CHAOS_JOIN);
     if (!joiner_claimed) {
         /* acq_rel: release publishes the result (in arg) to the joiner;
          * acquire pairs with the joiner's release CAS, so we see the
@@ -516,6 +518,7 @@ static int join_commit(struct weft_fiber *self, void *arg)
 {
     struct weft_fiber *f = arg;
     uintptr_t expect = JOIN_RUNNING;
+    weft__chaos(CHAOS_JOIN);
     /* Release: publishes self (its saved context) to the finisher, which
      * acquires it in its exchange. Failure acquire: f is DONE, and we
      * will read its result. */
