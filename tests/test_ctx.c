@@ -403,9 +403,12 @@ START_TEST(map_budget_falls_back_to_canaries)
             ck_assert_uint_ge(st[i]->guard, 64 * 1024); /* the gap */
         }
     }
+    /* Two mappings a guarded stack, but the first may merge with a
+     * neighbouring mapping of the same protection (valgrind places maps
+     * differently): the count is of real mappings, so allow that one. */
     ck_assert_int_gt(guarded, 0);
-    ck_assert_int_le(guarded, BUDGET / 2);
-    ck_assert_int_ge(canary, N - BUDGET / 2);
+    ck_assert_int_le(guarded, BUDGET / 2 + 1);
+    ck_assert_int_ge(canary, N - BUDGET / 2 - 1);
     /* Every one of them runs code. */
     for (int i = 0; i < N; i++) {
         weft__ctx_init_current(&main_ctx);
