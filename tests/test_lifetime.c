@@ -326,19 +326,19 @@ static void *cbox_consumer(void *arg)
     return NULL;
 }
 
-#define CBOX_CONSUMERS 4
+#define CBOX_CONSUMERS 3
 
 static void cond_box_main(void *arg)
 {
     (void)arg;
-    long boxes = rounds / 100 > 0 ? rounds / 100 : 1;
+    long boxes = rounds / 20 > 0 ? rounds / 20 : 1;
     for (long r = 0; r < boxes; r++) {
         struct cbox *b = malloc(sizeof *b);
         EXPECT(b != NULL);
         weft_mutex_init(&b->m);
         weft_cond_init(&b->c);
         b->value = b->taken = 0;
-        b->per = 25;
+        b->per = 3; /* short-lived boxes: many ends, each a chance */
         weft_fiber *f[CBOX_CONSUMERS];
         for (int i = 0; i < CBOX_CONSUMERS; i++)
             f[i] = spawn(cbox_consumer, b);

@@ -58,16 +58,16 @@ static uint64_t next(void)
     return tls_state = x;
 }
 
-/* One hit: about 3 in 32 yield the CPU, 4 in 32 spin up to 512 pauses,
+/* One hit: 1 in 32 yields the CPU, 2 in 32 spin up to 512 pauses,
  * 1 in 256 sleeps up to 200 us (long enough for timers and the mutex's
  * lapse to act inside the window); the rest pass. */
 static void perturb(uint64_t r)
 {
     switch (r & 31) {
-    case 0: case 1: case 2:
+    case 0:
         sched_yield();
         break;
-    case 3: case 4: case 5: case 6:
+    case 3: case 4:
         for (unsigned i = (unsigned)(r >> 8) % 512; i > 0; i--)
             weft__cpu_relax();
         break;
@@ -82,10 +82,43 @@ static void perturb(uint64_t r)
     }
 }
 
+/* The windows right after a step that lets another party proceed, or
+ * right before the last access that must come before it: a stall there
+ * gives the other party time to run to its end (return, free, leave the
+ * frame), which is what a lifetime bug needs. They stall longer and more
+ * often: 1 in 16 hits sleeps 20-500 us. */
+static int publish_window(enum weft__chaos_site site)
+{
+    switch (site) {
+    case CHAOS_PARK_COMMITTED:
+    case CHAOS_WAKE:
+    case CHAOS_MUTEX_UNLOCK:
+    case CHAOS_SEM_POST:
+    case CHAOS_WG_ADD:
+    case CHAOS_COND_RELEASE:
+    case CHAOS_CHAN:
+    case CHAOS_SELECT_RELEASE:
+    case CHAOS_JOIN:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 void weft__chaos_hit(enum weft__chaos_site site)
 {
-    (void)site;
-    perturb(next());
+    uint64_t r = next();
+    if (publish_window(site) && ((r >> 40) & 15) == 0) {
+        /* 1 in 16 of these: 20-500 us; 1 in 16 of those: 1-4 ms, past
+         * the mutex's lapse (LAPSE_UNITS), so that other unlocks wake
+         * the waiters this one has not woken yet. */
+        long ns = ((r >> 44) & 15) == 0 ? 1000000 + (long)((r >> 48) % 3000000)
+                                        : 20000 + (long)((r >> 48) % 480000);
+        struct timespec ts = { 0, ns };
+        nanosleep(&ts, NULL);
+        return;
+    }
+    perturb(r);
 }
 
 /* Park commit of a forced migration: ready the fiber on worker arg. */

@@ -7,6 +7,10 @@
  *   weft__chaos(SITE)          any context, locks held or not: may yield
  *                              the CPU to the OS (sched_yield), spin a
  *                              short while, or rarely sleep up to 200 us;
+ *                              at the windows after a publishing step
+ *                              (chaos.c's publish_window) 1 hit in 16
+ *                              sleeps 20-500 us, long enough for the
+ *                              other party to run to its end;
  *   weft__chaos_move(SITE)     only where the caller holds no runtime lock
  *                              and may switch (the entry of a blocking
  *                              call): the same, or, in a fiber with more
