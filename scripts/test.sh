@@ -5,8 +5,8 @@
 #   3. ASan + UBSan build, all suites
 #   4. TSan build, all suites
 #   5. chaos pass: the sync, chan, sched, io and lifetime suites again
-#      under ASan+UBSan and under TSan with WEFT_DEBUG_CHAOS set, for two
-#      fixed seeds and one drawn for this run
+#      under ASan+UBSan and under TSan with WEFT_DEBUG_CHAOS set, for three
+#      fixed seeds and two drawn for this run
 # Installs what it needs first (scripts/deps.sh; apt-get, as root or via
 # sudo). Build directories: build-ci-{release,asan,tsan}. Ends with one
 # line "tests: N passed, M failed"; exits non-zero if anything failed.
@@ -128,7 +128,7 @@ run_tests "tsan" build-ci-tsan "${tsan_wrap[@]}"
 # test's log starts with "weft: chaos mode, seed N"; a failure is replayed
 # with WEFT_DEBUG_CHAOS=N and the same suite.
 chaos_suites=(--suite sync --suite chan --suite sched --suite io --suite lifetime)
-chaos_seeds=(1 2 "$(( (RANDOM << 15 | RANDOM) + 3 ))")
+chaos_seeds=(1 2 3 "$(( (RANDOM << 15 | RANDOM) + 4 ))" "$(( (RANDOM << 15 | RANDOM) + 4 ))")
 for seed in "${chaos_seeds[@]}"; do
     WEFT_DEBUG_CHAOS=$seed run_tests "asan+ubsan chaos (WEFT_DEBUG_CHAOS=$seed)" \
         build-ci-asan "${chaos_suites[@]}"

@@ -12,6 +12,7 @@
 #include <check.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include <weft.h>
 
@@ -36,13 +37,18 @@ static char expect_where[256];
     ck_assert_msg(!atomic_load(&expect_failed), "in a fiber: %s", expect_where)
 
 /* n times WEFT_TEST_SCALE; divided by FIBER_TEST_TSAN_DIV under TSan,
- * whose fiber switches are slow. */
+ * whose fiber switches are slow, and by 10 under chaos mode
+ * (WEFT_DEBUG_CHAOS), whose stalls make every round slow and whose
+ * point is the interleavings, not the volume. */
 static inline long sized(long n)
 {
     n *= test_scale();
 #if WEFT__TSAN
     n /= FIBER_TEST_TSAN_DIV;
 #endif
+    const char *chaos = getenv("WEFT_DEBUG_CHAOS");
+    if (chaos && *chaos)
+        n /= 10;
     return n > 0 ? n : 1;
 }
 

@@ -122,20 +122,25 @@ static void scenario_main(void *arg)
     EXPECT(atomic_load(&h.served) == rounds);
 }
 
-/* sized(100000) rounds; a tenth under chaos mode, whose perturbations
- * make each round slow and its windows wide. */
+/* sized(100000) rounds (a tenth under chaos mode: see sized). */
 static long lifetime_rounds(void)
 {
-    const char *chaos = getenv("WEFT_DEBUG_CHAOS");
-    long n = sized(100000);
-    return chaos && *chaos ? (n / 10 > 0 ? n / 10 : 1) : n;
+    return sized(100000);
+}
+
+/* run_scenario with a 1/div of the rounds, for the scenarios whose rounds
+ * are slow (several OS-level yields each). */
+static void run_scenario_div(int thread, void (*op)(void *),
+                             void (*round)(struct helper *, long), long div)
+{
+    struct scenario sc = { thread, op, round };
+    rounds = lifetime_rounds() / div > 0 ? lifetime_rounds() / div : 1;
+    run(0, scenario_main, &sc);
 }
 
 static void run_scenario(int thread, void (*op)(void *), void (*round)(struct helper *, long))
 {
-    struct scenario sc = { thread, op, round };
-    rounds = lifetime_rounds();
-    run(0, scenario_main, &sc);
+    run_scenario_div(thread, op, round, 1);
 }
 
 /* Overwrite the stack below the caller, where a frame just left was:
@@ -285,6 +290,82 @@ static void mutex_round(struct helper *h, long i)
     while (atomic_load(&h->served) == served)
         relax(&n);
 }
+
+/* The unlock in flight is the helper's, one that must wake a queued
+ * waiter W; the freeing side keeps locking and unlocking until W has
+ * been through (woken by the helper's unlock, or by the freeing side's
+ * own unlocks should that one be slow), then frees at once: its own last
+ * unlock has returned and W's calls have, while the helper's unlock may
+ * still be inside the call (which the contract allows). A slow unlock
+ * that touched the mutex after letting W go writes freed memory. */
+struct mfree {
+    weft_mutex  m;
+    _Atomic int holds, w_in, unlocking, w_done;
+};
+
+static void mutex_unlock_waking_op(void *obj)
+{
+    struct mfree *b = obj;
+    weft_mutex_lock(&b->m);
+    atomic_store(&b->holds, 1);
+    /* In a fiber, weft_yield: the fiber that spawns W may be waiting for
+     * this worker (a chaos-mode move puts it in our inbox). */
+    while (!atomic_load(&b->w_in))
+        weft_yield();
+    for (int k = 0; k < 4; k++) /* let W queue up behind us */
+        weft_yield();
+    atomic_store(&b->unlocking, 1);
+    weft_mutex_unlock(&b->m); /* b may be freed while this runs */
+}
+
+static void *mutex_queued_waiter(void *arg)
+{
+    struct mfree *b = arg;
+    atomic_store(&b->w_in, 1);
+    weft_mutex_lock(&b->m);
+    weft_mutex_unlock(&b->m);
+    atomic_store(&b->w_done, 1);
+    return NULL;
+}
+
+static void mutex_in_flight_round(struct helper *h, long i)
+{
+    (void)i;
+    struct mfree *b = malloc(sizeof *b);
+    EXPECT(b != NULL);
+    weft_mutex_init(&b->m);
+    atomic_init(&b->holds, 0);
+    atomic_init(&b->w_in, 0);
+    atomic_init(&b->unlocking, 0);
+    atomic_init(&b->w_done, 0);
+    hand(h, b);
+    unsigned n = 0;
+    while (!atomic_load(&b->holds))
+        relax(&n);
+    weft_fiber *w = spawn(mutex_queued_waiter, b);
+    while (!atomic_load(&b->unlocking))
+        relax(&n);
+    while (!atomic_load(&b->w_done)) {
+        if (weft_mutex_trylock(&b->m) == 0)
+            weft_mutex_unlock(&b->m);
+        if (++n % 64 == 0)
+            weft_yield();
+    }
+    EXPECT(weft_join(w, NULL) == 0);
+    free(b);
+}
+
+START_TEST(mutex_freed_while_an_unlock_wakes_fiber)
+{
+    run_scenario_div(0, mutex_unlock_waking_op, mutex_in_flight_round, 20);
+}
+END_TEST
+
+START_TEST(mutex_freed_while_an_unlock_wakes_thread)
+{
+    run_scenario_div(1, mutex_unlock_waking_op, mutex_in_flight_round, 20);
+}
+END_TEST
 
 START_TEST(mutex_freed_by_last_unlocker_fiber)
 {
@@ -527,6 +608,8 @@ static Suite *lifetime_suite(void)
     tc = tcase(s, "mutex");
     tcase_add_test(tc, mutex_freed_by_last_unlocker_fiber);
     tcase_add_test(tc, mutex_freed_by_last_unlocker_thread);
+    tcase_add_test(tc, mutex_freed_while_an_unlock_wakes_fiber);
+    tcase_add_test(tc, mutex_freed_while_an_unlock_wakes_thread);
     tc = tcase(s, "cond");
     tcase_add_test(tc, cond_box_freed_after_join);
     tcase_add_test(tc, cond_freed_after_wait_fiber);
