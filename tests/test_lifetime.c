@@ -608,6 +608,7 @@ static Suite *lifetime_suite(void)
     tc = tcase(s, "mutex");
     tcase_add_test(tc, mutex_freed_by_last_unlocker_fiber);
     tcase_add_test(tc, mutex_freed_by_last_unlocker_thread);
+    tc = tcase(s, "mutex_in_flight");
     tcase_add_test(tc, mutex_freed_while_an_unlock_wakes_fiber);
     tcase_add_test(tc, mutex_freed_while_an_unlock_wakes_thread);
     tc = tcase(s, "cond");
