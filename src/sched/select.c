@@ -25,18 +25,18 @@
  * Lifetime: the park commit (unlock_all) drops several locks, and the
  * first one it drops lets a claimer on that channel wake us: we may run
  * on another worker while the commit still walks our lock array, on our
- * stack (or the heap, freed before we return). So the commit reads the
- * array only before each release, and its last step is a release store
- * to `released`; the select waits for that store before it frees the
- * array or returns (step 5's unlinking takes the locks meanwhile, so the
- * wait is at most the commit's last few instructions).
+ * stack (or the heap, freed before we return). That is safe because of
+ * the order: the commit releases the locks from the last to the first,
+ * and step 5 takes them from the first, so a woken select waits in step
+ * 5 for locks[0] - the commit's last release, after which it reads
+ * nothing - before it can leave step 5, free the array or return. (A
+ * timed-out select goes through step 5 as well.) Keep both orders.
  */
 #include "sched/chan.h"
 #include "sched/chaos.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <sched.h>
 
 #include "common/alloc.h"
 
@@ -71,33 +71,18 @@ static int pick_kth(size_t k)
 struct sel {
     weft_chan **locks;   /* distinct channels, sorted                    */
     size_t      nlocks;
-    _Atomic int released; /* unlock_all is done with this struct          */
 };
 
+/* Last to first: see Lifetime at the top. locks[0]'s release is the last
+ * access to *s and to the array. */
 static void unlock_all(void *arg)
 {
     struct sel *s = arg;
     weft_chan **locks = s->locks;
     for (size_t i = s->nlocks; i-- > 0;) {
         weft__spin_unlock(&locks[i]->lock);
-        weft__chaos(CHAOS_SELECT_RELEASE);
-    }
-    /* Release: our last access to *s; pairs with the acquire in
-     * wait_released. */
-    atomic_store_explicit(&s->released, 1, memory_order_release);
-}
-
-/* Wait until unlock_all has finished with s (see the header). The
- * select's own fiber or thread. */
-static void wait_released(struct sel *s)
-{
-    unsigned n = 0;
-    /* Acquire: pairs with the release store in unlock_all. */
-    while (!atomic_load_explicit(&s->released, memory_order_acquire)) {
-        if (++n < 64)
-            weft__cpu_relax();
-        else
-            sched_yield(); /* the commit's worker was preempted */
+        if (i)
+            weft__chaos(CHAOS_SELECT_RELEASE);
     }
 }
 
@@ -177,7 +162,7 @@ int weft__chan_select(weft_select_case *cases, size_t n, int64_t timeout_ns)
             return -ENOMEM;
         }
     }
-    struct sel s = { locks, 0, 0 };
+    struct sel s = { locks, 0 };
     collect(&s, cases, n);
     int64_t deadline = weft__deadline(timeout_ns);
     for (size_t i = 0; i < s.nlocks; i++)
@@ -236,7 +221,6 @@ int weft__chan_select(weft_select_case *cases, size_t n, int64_t timeout_ns)
         weft__spin_unlock(&ch->lock);
     }
 out:
-    wait_released(&s);
     if (n > SMALL_CASES) {
         weft__free(locks, n * sizeof *locks);
         weft__free(waiters, n * sizeof *waiters);
