@@ -5,6 +5,7 @@
 # seed (FIRST, FIRST+1, ...). Prints one line per failure with the seed
 # to replay, then "chaos: N runs, M failed".
 #   bash scripts/chaos-campaign.sh BUILD [RUNS] [FIRST]
+# CHAOS_SUITES overrides the suites (default: "sync chan io sched").
 set -uo pipefail
 build=${1:?usage: chaos-campaign.sh BUILD [RUNS] [FIRST]}
 runs=${2:-100}
@@ -22,7 +23,7 @@ bad=0
 log=$(mktemp)
 for ((i = 0; i < runs; i++)); do
     seed=$((first + i))
-    for t in sync chan io sched; do
+    for t in ${CHAOS_SUITES:-sync chan io sched}; do
         total=$((total + 1))
         if ! WEFT_DEBUG_CHAOS=$seed "${wrap[@]}" "$build/tests/test-$t" >"$log" 2>&1; then
             bad=$((bad + 1))
