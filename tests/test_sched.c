@@ -1238,7 +1238,10 @@ static _Atomic int wake_count;
 static void *sleeper(void *arg)
 {
     int i = (int)(intptr_t)arg;
-    weft_sleep((int64_t)(i + 1) * 3000000);
+    /* 20 ms apart: more than any stall of the worker between a timer
+     * firing and its fiber running (chaos mode stalls up to 4 ms; a
+     * later timer firing meanwhile would take the run-next slot first). */
+    weft_sleep((int64_t)(i + 1) * 20000000);
     wake_order[atomic_fetch_add(&wake_count, 1)] = i;
     return NULL;
 }
