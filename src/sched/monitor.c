@@ -120,10 +120,16 @@ static void takeover_handler(int sig)
         struct weft_fiber *f = atomic_load_explicit(&w->runnext, memory_order_relaxed);
         if (f && deque_push(&w->dq, f) == 0)
             atomic_store_explicit(&w->runnext, NULL, memory_order_relaxed);
-        /* Its I/O queue, oldest first, as far as the deque has room. */
+        /* Its I/O queue, oldest first, as far as the deque has room.
+         * f->link is read before the push: once pushed, f may be stolen,
+         * run, finish and have its block recycled (cache_put writes
+         * link) on another worker before this handler goes on. */
         unsigned moved = 0;
-        while ((f = w->ioq_head) && deque_push(&w->dq, f) == 0) {
-            w->ioq_head = f->link;
+        while ((f = w->ioq_head) != NULL) {
+            struct weft_fiber *next = f->link;
+            if (deque_push(&w->dq, f) != 0)
+                break;
+            w->ioq_head = next;
             moved++;
         }
         if (!w->ioq_head)
