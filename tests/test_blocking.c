@@ -632,18 +632,6 @@ static void *bump(void *arg)
     return (void *)(uintptr_t)(++*v ^ 0x5a5a);
 }
 
-/* Overwrite (and read back) the stack just below the caller's frame. */
-static __attribute__((noinline)) int scribble(uint64_t seed)
-{
-    volatile uint64_t words[512];
-    for (size_t i = 0; i < 512; i++)
-        words[i] = seed + i;
-    int ok = 1;
-    for (size_t i = 0; i < 512; i++)
-        ok &= words[i] == seed + i;
-    return ok;
-}
-
 static void *last_touch_fiber(void *arg)
 {
     long n = (long)(intptr_t)arg;
@@ -654,11 +642,11 @@ static void *last_touch_fiber(void *arg)
         void *r = weft_blocking(bump, &v);
         EXPECT(v == (uint64_t)i + 1);
         EXPECT((uintptr_t)r == (((uint64_t)i + 1) ^ 0x5a5a));
-        EXPECT(scribble((uint64_t)i));
+        EXPECT(scribble_below((uint64_t)i));
         if (fd >= 0 && i % 16 == 0) {
             uint64_t word = (uint64_t)i;
             EXPECT(weft_write(fd, &word, sizeof word) == sizeof word);
-            EXPECT(scribble((uint64_t)i ^ 1));
+            EXPECT(scribble_below((uint64_t)i ^ 1));
         }
         if (i % 64 == 0)
             weft_yield(); /* move around the workers */

@@ -1361,18 +1361,6 @@ END_TEST
  */
 #define WAKE_PAIRS 4
 
-/* Overwrite (and read back) the stack just below the caller's frame. */
-static __attribute__((noinline)) int scribble_below(uint64_t seed)
-{
-    volatile uint64_t words[512];
-    for (size_t i = 0; i < 512; i++)
-        words[i] = seed + i;
-    int ok = 1;
-    for (size_t i = 0; i < 512; i++)
-        ok &= words[i] == seed + i;
-    return ok;
-}
-
 static void *closed_reader(void *arg)
 {
     int fd = (int)(intptr_t)arg;

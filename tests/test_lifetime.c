@@ -143,17 +143,6 @@ static void run_scenario(int thread, void (*op)(void *), void (*round)(struct he
     run_scenario_div(thread, op, round, 1);
 }
 
-/* Overwrite the stack below the caller, where a frame just left was:
- * a late write into it by the library shows up as a changed word in the
- * next round's object, and a late read sees garbage. */
-static __attribute__((noinline)) void scribble(void)
-{
-    volatile char junk[512];
-    for (size_t i = 0; i < sizeof junk; i++)
-        junk[i] = (char)0xa5;
-    (void)junk[0];
-}
-
 /* ---- weft_wg: the waiter frees after wait returns -------------------------- */
 
 static void wg_done_op(void *obj)
@@ -186,7 +175,7 @@ static void wg_stack_round(struct helper *h, long i)
 {
     (void)i;
     wg_stack_once(h);
-    scribble();
+    (void)scribble_below((uint64_t)i);
 }
 
 START_TEST(wg_freed_after_wait_fiber)
@@ -234,7 +223,7 @@ static void sem_stack_round(struct helper *h, long i)
 {
     (void)i;
     sem_stack_once(h);
-    scribble();
+    (void)scribble_below((uint64_t)i);
 }
 
 START_TEST(sem_freed_after_wait_fiber)
@@ -534,7 +523,7 @@ static void select_round(struct helper *h, long i)
     }
     /* 2 cases: the small path; 10: the heap lock array. */
     select_once(&s, h, i % 3 == 0 ? 10 : 2);
-    scribble();
+    (void)scribble_below((uint64_t)i);
     if (i == rounds - 1) {
         /* Wait for the helper's last send to return before freeing. */
         unsigned n = 0;
